@@ -1,0 +1,1 @@
+"""The Kafka side of recstream: records, settings, broker harness, workers, ranking, CLI."""

@@ -1,0 +1,232 @@
+"""One settings object for every recstream command.
+
+Precedence: CLI flag > environment (``RECSTREAM_*``, nested with ``__``, e.g.
+``RECSTREAM_KAFKA__BOOTSTRAP_SERVERS``) > ``.env`` file > default. The CLI builds a
+:class:`Settings` once and passes it down; nothing else reads the environment.
+
+Field descriptions are the documentation: ``recstream config --markdown`` prints the
+README's configuration table from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+
+def default_data_dir() -> Path:
+    """Where local state, exported models and caches go unless told otherwise."""
+    return Path.home() / ".cache" / "recstream"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(
+        "localhost:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    client_id: str = Field("recstream", description="Client id sent to the broker.")
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="Kafka security protocol.")
+    sasl_mechanism: SaslMechanism | None = Field(None, description="SASL mechanism, when SASL is used.")
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for SSL.")
+    ssl_keyfile: Path | None = Field(None, description="Client key for SSL.")
+    fetch_max_wait_ms: int = Field(
+        5,
+        ge=0,
+        description="Longest time a fetch waits for data. Low for latency "
+        "(faust hard-codes 1500 ms; recstream overrides it).",
+    )
+    linger_ms: int = Field(0, ge=0, description="Producer batching delay; 0 sends at once.")
+    consumer_extra: dict[str, Any] = Field(
+        default_factory=dict, description="Extra aiokafka consumer kwargs, merged last."
+    )
+    producer_extra: dict[str, Any] = Field(
+        default_factory=dict, description="Extra aiokafka producer kwargs, merged last."
+    )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ConfigError(
+                "security_protocol is SASL_* but no sasl_mechanism is set: "
+                "set RECSTREAM_KAFKA__SASL_MECHANISM"
+            )
+        return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security kwargs shared by every aiokafka client (the one place)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            )
+        return kwargs
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        return {**self.client_kwargs(), "fetch_max_wait_ms": self.fetch_max_wait_ms, **self.consumer_extra}
+
+    def producer_kwargs(self) -> dict[str, Any]:
+        return {**self.client_kwargs(), "linger_ms": self.linger_ms, **self.producer_extra}
+
+
+class TopicSettings(_Section):
+    items: str = Field("items", description="Item events topic.")
+    clicks: str = Field("clicks", description="Click events topic, keyed by user_id.")
+    user_control: str = Field("user-control", description="Privacy commands (forget) topic.")
+    item_vectors: str = Field("item-vectors", description="Encoded item vectors (compacted).")
+    recommendations: str = Field("recommendations", description="Output topic.")
+    dead_letters: str = Field("dead-letters", description="Bad input with its reason.")
+    partitions: int = Field(4, ge=1, description="Partitions for topics recstream creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication for topics recstream creates.")
+
+    def all_names(self) -> tuple[str, ...]:
+        return (
+            self.items,
+            self.clicks,
+            self.user_control,
+            self.item_vectors,
+            self.recommendations,
+            self.dead_letters,
+        )
+
+
+class IndexSettings(_Section):
+    kind: Literal["edge", "qdrant", "memory"] = Field(
+        "edge",
+        description="Vector index: in-process Qdrant Edge (default), a Qdrant server via "
+        "qdrant-client, or brute-force numpy (tests, small catalogues).",
+    )
+    path: Path | None = Field(
+        None, description="Qdrant Edge data directory (default: <data_dir>/index)."
+    )
+    url: str | None = Field(
+        None,
+        description="Qdrant server URL for kind=qdrant; ':memory:' or a path runs "
+        "qdrant-client's local mode (tests only).",
+    )
+    api_key: SecretStr | None = Field(None, description="Qdrant server API key.")
+    collection: str = Field("items", description="Collection / shard name.")
+
+    @model_validator(mode="after")
+    def _url_for_remote(self) -> IndexSettings:
+        if self.kind == "qdrant" and not self.url:
+            raise ConfigError("index kind 'qdrant' needs a URL: set --index-url or RECSTREAM_INDEX__URL")
+        return self
+
+
+class ModelSettings(_Section):
+    dir: Path | None = Field(
+        None, description="Exported model directory (manifest.json); default <data_dir>/models/default."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="onnxruntime device: CUDA when usable, else CPU."
+    )
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = onnxruntime's default.")
+    batch_size: int = Field(32, ge=1, description="Largest encoder micro-batch.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a micro-batch.")
+
+
+class LimitSettings(_Section):
+    max_text_chars: int = Field(10_000, ge=1, description="Longest item title + text accepted.")
+    max_id_chars: int = Field(256, ge=1, description="Longest user_id / item_id accepted.")
+    max_tags: int = Field(64, ge=0, description="Most tags on one item.")
+    max_future_s: float = Field(
+        86_400.0, ge=0, description="How far in the future a timestamp may lie before it is rejected."
+    )
+    max_record_bytes: int = Field(1_000_000, ge=1, description="Largest raw record accepted.")
+
+
+class StateSettings(_Section):
+    store: Literal["memory", "rocksdb"] = Field(
+        "rocksdb", description="faust table store: rocksdb survives restarts without a full replay."
+    )
+    max_interests: int = Field(4, ge=1, description="Interest centroids kept per user.")
+    recent_items: int = Field(50, ge=1, description="Recent items kept per user (seen set, reasons).")
+    interest_half_life_s: float = Field(
+        14 * 86_400.0, gt=0, description="Half-life of an interest's weight."
+    )
+    session_half_life_s: float = Field(1_800.0, gt=0, description="Half-life of the session vector.")
+    merge_threshold: float = Field(
+        0.6, ge=-1, le=1, description="Cosine above which a click reinforces an existing interest."
+    )
+
+
+class RecommendSettings(_Section):
+    k: int = Field(10, ge=1, le=1000, description="Items per recommendation.")
+    candidates_per_source: int = Field(50, ge=1, description="Candidates fetched from each source.")
+    diversity: float = Field(
+        0.3, ge=0, le=1, description="MMR trade-off: 0 = pure relevance, 1 = pure diversity."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a recstream process can be told. Frozen: build once, pass down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSTREAM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Local state, models, caches.")
+    app_id: str = Field("recstream", description="faust app id = consumer group prefix.")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.model.dir or self.data_dir / "models" / "default"
+
+    @property
+    def index_path(self) -> Path:
+        return self.index.path or self.data_dir / "index"
+
+
+def settings_table_markdown() -> str:
+    """The README's configuration table, generated from the field descriptions."""
+    rows = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, _Section):
+                walk(annotation, f"{prefix}{name.upper()}__")
+                continue
+            default = "" if field.default_factory else repr(field.default)
+            rows.append(f"| `{prefix}{name.upper()}` | {default} | {field.description or ''} |")
+
+    walk(Settings, "RECSTREAM_")
+    return "\n".join(rows)
