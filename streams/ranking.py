@@ -1,0 +1,321 @@
+"""Rank and diversify candidates from several generators into one recommendation.
+
+Steps (all vectorised numpy, O(candidates x (recent + k)), never O(catalogue)):
+
+1. **Normalise per source.** Generators score on different scales (ANN cosine, co-visit
+   probability, decayed popularity), so each source's scores are mapped to ``[0, 1]``:
+   ``(s - lo) / (hi - lo)`` with ``lo = min(0, min s)`` and ``hi = max s`` (for non-negative
+   scores: ``s / max s``; a source whose scores are all equal maps to 1).
+2. **Blend and merge.** ``relevance = source_weight[source] * normalised``. An item offered by
+   several sources keeps its best (source, relevance) and gains ``multi_source_bonus`` per
+   extra source that agrees.
+3. **Exposure penalty** (fairness knob): ``relevance -= exposure_penalty * exposure[item]``
+   where ``exposure`` (caller-supplied, expected in ``[0, 1]``) is e.g. an item's share of
+   recent recommendations; it nudges the long tail up.
+4. **MMR diversification** (Carbonell & Goldstein, 1998): pick greedily
+   ``argmax (1 - lambda) * relevance - lambda * max_{s in selected} max(cos(i, s), 0)`` with
+   ``lambda = diversity``. A candidate without a vector is similar to nothing. The reported
+   score is that MMR value, which never increases from one pick to the next, so the list is
+   in descending score order; exact ties are ordered by item_id.
+5. **Reasons.** ``because`` lists up to ``max_because`` of the user's recent items most similar
+   to the item (positive cosine only); a generator's own reason (the co-visited item) comes
+   first when it is one of the recent items.
+
+Pure: no clock, no I/O, deterministic for equal inputs (ties broken by item_id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import math
+
+import numpy as np
+
+from streams.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SOURCE_WEIGHTS",
+    "Candidate",
+    "RankParams",
+    "RankedItem",
+    "cosine_top",
+    "normalise_rows",
+    "rank",
+]
+
+#: How much a perfect candidate from each generator is worth. Interest (long-term ANN) is
+#: the reference; session and co-visitation are nearly as strong on the next click;
+#: trending is a weak prior, mostly for cold users.
+DEFAULT_SOURCE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"interest": 1.0, "session": 0.9, "covisit": 0.9, "trending": 0.4}
+)
+
+_NO_EXCLUDE: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RankParams:
+    """Knobs of ranking; ``diversity`` mirrors ``RecommendSettings.diversity``.
+
+    Attributes:
+        diversity: MMR lambda: 0 = pure relevance, 1 = pure diversity.
+        source_weights: weight per generator name.
+        default_source_weight: weight of a generator not in ``source_weights``.
+        multi_source_bonus: added per extra generator that offered the same item.
+        exposure_penalty: multiplies the caller's ``exposure`` before subtracting it.
+        max_because: reasons per item.
+    """
+
+    diversity: float = 0.3
+    source_weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SOURCE_WEIGHTS)
+    default_source_weight: float = 0.5
+    multi_source_bonus: float = 0.05
+    exposure_penalty: float = 0.05
+    max_because: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ConfigError(f"diversity must lie in [0, 1], got {self.diversity}")
+        if self.max_because < 0:
+            raise ConfigError(f"max_because must be >= 0, got {self.max_because}")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One item offered by one generator.
+
+    Attributes:
+        item_id: the item.
+        score: the generator's own score (higher is better; any scale).
+        source: the generator (``interest``, ``session``, ``covisit``, ``trending``, ...).
+        vector: the item's embedding, shape ``(dim,)``, or None when unknown.
+        because: the generator's own reasons (e.g. the co-visited recent item).
+    """
+
+    item_id: str
+    score: float
+    source: str
+    vector: np.ndarray | None = None
+    because: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RankedItem:
+    """One recommended item, as published (``to_record`` gives the JSON shape)."""
+
+    item_id: str
+    score: float
+    because: tuple[str, ...]
+    source: str
+
+    def to_record(self) -> dict[str, object]:
+        """The ``items[]`` entry of a recommendation record (DESIGN.md)."""
+        return {
+            "item_id": self.item_id,
+            "score": self.score,
+            "because": list(self.because),
+            "source": self.source,
+        }
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32; zero or non-finite rows become zero).
+
+    Args:
+        matrix: ``(n, dim)``; not modified.
+
+    Returns:
+        A new ``(n, dim)`` float32 array.
+    """
+    m = np.array(matrix, dtype=np.float32, copy=True, ndmin=2)
+    if not np.isfinite(m).all():
+        m[~np.isfinite(m)] = 0.0
+    norms = np.sqrt(np.einsum("ij,ij->i", m, m))[:, None]
+    np.divide(m, norms, out=m, where=norms > 0)
+    return m
+
+
+def cosine_top(query: np.ndarray, vectors: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """The ``n`` rows of ``vectors`` most cosine-similar to ``query``.
+
+    Args:
+        query: ``(dim,)``.
+        vectors: ``(m, dim)``.
+        n: how many.
+
+    Returns:
+        ``[(row index, cosine), ...]``, cosine descending, ties by lower index.
+    """
+    if n <= 0 or len(vectors) == 0:
+        return []
+    q = normalise_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+    sims = normalise_rows(vectors) @ q
+    order = np.lexsort((np.arange(len(sims)), -sims))[:n]
+    return [(int(i), float(sims[i])) for i in order]
+
+
+def _source_norm(scores: np.ndarray) -> np.ndarray:
+    lo = min(0.0, float(scores.min()))
+    hi = float(scores.max())
+    if not hi > lo:
+        return np.ones_like(scores)
+    return (scores - lo) / (hi - lo)
+
+
+def rank(
+    candidates: Sequence[Candidate],
+    *,
+    recent: Sequence[tuple[str, np.ndarray | None]],
+    k: int,
+    params: RankParams,
+    exposure: Mapping[str, float] | None = None,
+    exclude: Container[str] = _NO_EXCLUDE,
+) -> list[RankedItem]:
+    """Merge, score, diversify and explain candidates.
+
+    Args:
+        candidates: from every generator, in any order, duplicates allowed.
+        recent: the user's recent items as ``(item_id, vector or None)``, newest last; the
+            only ids ``because`` may contain.
+        k: how many items to return at most.
+        params: ranking knobs.
+        exposure: optional ``item_id -> exposure in [0, 1]`` for the exposure penalty.
+        exclude: item ids never to return (usually already dropped by the caller).
+
+    Returns:
+        Up to ``k`` distinct items, score descending, ties by item_id.
+    """
+    if k <= 0:
+        return []
+    # ---- 1. per-source normalisation (non-finite scores are dropped)
+    by_source: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        if c.item_id in exclude or not math.isfinite(c.score):
+            continue
+        by_source.setdefault(c.source, []).append(c)
+    if not by_source:
+        return []
+
+    # ---- 2. blend and merge duplicates
+    best: dict[str, tuple[float, str]] = {}  # item -> (relevance, source)
+    sources: dict[str, set[str]] = {}
+    vectors: dict[str, np.ndarray] = {}
+    reasons: dict[str, list[str]] = {}
+    for source in sorted(by_source):
+        group = by_source[source]
+        norm = _source_norm(np.array([c.score for c in group], dtype=np.float64))
+        weight = params.source_weights.get(source, params.default_source_weight)
+        for c, rel in zip(group, (weight * norm).tolist()):
+            prev = best.get(c.item_id)
+            if prev is None or rel > prev[0]:
+                best[c.item_id] = (rel, source)
+            sources.setdefault(c.item_id, set()).add(source)
+            if c.vector is not None and c.item_id not in vectors:
+                vectors[c.item_id] = np.asarray(c.vector).reshape(-1)
+            if c.because:
+                r = reasons.setdefault(c.item_id, [])
+                r.extend(b for b in c.because if b not in r)
+
+    ids = list(best)
+    relevance = np.array(
+        [best[i][0] + params.multi_source_bonus * (len(sources[i]) - 1) for i in ids],
+        dtype=np.float64,
+    )
+    if exposure and params.exposure_penalty:
+        relevance -= params.exposure_penalty * np.array(
+            [float(exposure.get(i, 0.0)) for i in ids], dtype=np.float64
+        )
+    # Deterministic candidate order: relevance desc, then item_id; argmax takes the first.
+    rel_list = relevance.tolist()
+    order = sorted(range(len(ids)), key=lambda j: (-rel_list[j], ids[j]))
+    ids = [ids[j] for j in order]
+    relevance = relevance[order]
+
+    # ---- 4. MMR over unit vectors (missing vectors are zero rows: similar to nothing)
+    dim = _common_dim(vectors.values(), recent)
+    zero = np.zeros(dim, dtype=np.float32)
+    rows = [vectors.get(i, zero) for i in ids]
+    mat = normalise_rows(np.stack([v if v.size == dim else zero for v in rows]))  # (n, dim)
+
+    lam = params.diversity
+    n = min(k, len(ids))
+    max_sim = np.zeros(len(ids), dtype=np.float64)
+    taken = np.zeros(len(ids), dtype=bool)
+    picks: list[tuple[int, float]] = []
+    for _ in range(n):
+        mmr = (1.0 - lam) * relevance - lam * max_sim
+        mmr[taken] = -np.inf
+        j = int(np.argmax(mmr))
+        picks.append((j, float(mmr[j])))
+        taken[j] = True
+        if lam > 0.0 and dim:
+            sims = (mat @ mat[j]).astype(np.float64)
+            np.maximum(max_sim, np.maximum(sims, 0.0), out=max_sim)
+
+    # ---- 5. reasons from the user's recent items
+    picked = [j for j, _ in picks]
+    because = _because([ids[j] for j in picked], mat[picked], reasons, recent, dim, params)
+    out = [
+        RankedItem(item_id=ids[j], score=score, because=because[pos], source=best[ids[j]][1])
+        for pos, (j, score) in enumerate(picks)
+    ]
+    out.sort(key=lambda r: (-r.score, r.item_id))  # only reorders exact ties
+    return out
+
+
+def _common_dim(vectors: Iterable[np.ndarray], recent: Sequence[tuple[str, np.ndarray | None]]) -> int:
+    """The dimension most vectors share (ties: larger); 0 when there are none."""
+    counts: dict[int, int] = {}
+    for v in vectors:  # already flattened
+        counts[v.size] = counts.get(v.size, 0) + 1
+    for _, v in recent:
+        if v is not None:
+            d = int(np.size(v))
+            counts[d] = counts.get(d, 0) + 1
+    if not counts:
+        return 0
+    return max(counts, key=lambda d: (counts[d], d))
+
+
+def _because(
+    picked: list[str],
+    picked_mat: np.ndarray,
+    reasons: Mapping[str, list[str]],
+    recent: Sequence[tuple[str, np.ndarray | None]],
+    dim: int,
+    params: RankParams,
+) -> list[tuple[str, ...]]:
+    m = params.max_because
+    if m == 0:
+        return [() for _ in picked]
+    # Distinct recent ids, newest occurrence wins; newest first for tie-breaks.
+    recent_ids: list[str] = []
+    recent_vecs: list[np.ndarray] = []
+    seen: set[str] = set()
+    for rid, v in reversed(recent):
+        if rid in seen:
+            continue
+        seen.add(rid)
+        recent_ids.append(rid)
+        arr = None if v is None else np.asarray(v).reshape(-1)
+        recent_vecs.append(arr if arr is not None and arr.shape[0] == dim else np.zeros(dim, np.float32))
+    sims = None
+    if recent_ids and dim:
+        sims = picked_mat @ normalise_rows(np.stack(recent_vecs)).T  # (k, recent)
+
+    out: list[tuple[str, ...]] = []
+    for row, item in enumerate(picked):
+        chosen = [r for r in reasons.get(item, ()) if r in seen and r != item][:m]
+        if sims is not None and len(chosen) < m:
+            s = sims[row]
+            for idx in np.lexsort((np.arange(len(s)), -s)):  # cosine desc, newest first
+                if s[idx] <= 0.0 or len(chosen) >= m:
+                    break
+                rid = recent_ids[idx]
+                if rid != item and rid not in chosen:
+                    chosen.append(rid)
+        out.append(tuple(chosen))
+    return out

@@ -1,0 +1,133 @@
+"""Streaming co-visitation: symmetry, decay, windows, bounds, candidates."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.covisit import CovisitCounts, CovisitParams
+
+T0 = 1_700_000_000.0
+H = 3_600.0
+fast = settings(max_examples=60, deadline=None)
+
+
+def score(counts: CovisitCounts, a: str, b: str, now_s: float) -> float:
+    return dict(counts.neighbours(a, now_s, 10_000)).get(b, 0.0)
+
+
+def feed(counts: CovisitCounts, sessions) -> None:
+    """sessions: {user: [(item, ts_s), ...]} replayed user by user, in time order."""
+    for events in sessions:
+        history: list[tuple[str, float]] = []
+        for item_id, ts_s in events:
+            counts.observe(history, item_id, ts_s)
+            history.append((item_id, ts_s))
+
+
+sessions_st = st.lists(
+    st.lists(
+        st.tuples(st.sampled_from([f"i{n}" for n in range(12)]), st.floats(T0, T0 + 2 * H)),
+        max_size=12,
+    ).map(lambda evs: sorted(evs, key=lambda e: e[1])),
+    max_size=6,
+)
+
+
+@fast
+@given(sessions_st)
+def test_counts_are_symmetric_without_pruning(sessions):
+    counts = CovisitCounts(CovisitParams(half_life_s=H, max_neighbours=1000))
+    feed(counts, sessions)
+    now = T0 + 3 * H
+    items = [f"i{n}" for n in range(12)]
+    for a in items:
+        for b in items:
+            assert score(counts, a, b, now) == pytest.approx(score(counts, b, a, now), rel=1e-12)
+        assert score(counts, a, a, now) == 0.0  # no self-pairs
+
+
+@fast
+@given(sessions_st, st.integers(1, 4))
+def test_rows_stay_bounded(sessions, m):
+    counts = CovisitCounts(CovisitParams(half_life_s=H, max_neighbours=m))
+    feed(counts, sessions)
+    for row in counts._rows.values():
+        assert len(row) <= 2 * m
+    assert all(len(counts.neighbours(f"i{n}", T0, m)) <= m for n in range(12))
+
+
+def test_counts_decay_with_the_half_life():
+    counts = CovisitCounts(CovisitParams(half_life_s=H))
+    counts.observe([("a", T0)], "b", T0 + 1)
+    s1 = score(counts, "a", "b", T0 + 1)
+    assert s1 == pytest.approx(1.0)
+    assert score(counts, "a", "b", T0 + 1 + H) == pytest.approx(0.5)
+    assert score(counts, "b", "a", T0 + 1 + 3 * H) == pytest.approx(0.125)
+
+
+def test_closer_previous_items_count_more_and_windows_apply():
+    counts = CovisitCounts(CovisitParams(half_life_s=H, window_items=2, window_s=600))
+    prev = [("far_in_time", T0 - 1000), ("third", T0 - 30), ("second", T0 - 20), ("first", T0 - 10)]
+    counts.observe(prev, "new", T0)
+    n = dict(counts.neighbours("new", T0, 10))
+    assert n["first"] == pytest.approx(1.0) and n["second"] == pytest.approx(0.5)
+    assert "third" not in n  # beyond window_items
+    assert "far_in_time" not in n
+
+
+def test_repeated_and_self_items_pair_once():
+    counts = CovisitCounts(CovisitParams(half_life_s=H))
+    counts.observe([("a", T0), ("new", T0), ("a", T0)], "new", T0)
+    assert counts.neighbours("new", T0, 10) == [("a", pytest.approx(1.0))]
+
+
+def test_candidates_aggregate_recent_items_and_explain():
+    counts = CovisitCounts(CovisitParams(half_life_s=H))
+    feed(
+        counts,
+        [
+            [("a", T0), ("x", T0 + 1)],
+            [("a", T0), ("x", T0 + 1)],
+            [("b", T0), ("y", T0 + 1)],
+            [("a", T0), ("z", T0 + 1)],
+        ],
+    )
+    recent = [("b", T0 + 5), ("a", T0 + 10)]  # newest last
+    cands = counts.candidates(recent, T0 + 20, 10, exclude={"a", "b"})
+    ids = [c for c, _, _ in cands]
+    assert ids[0] == "x"
+    assert set(ids) == {"x", "y", "z"}
+    because = {c: r for c, _, r in cands}
+    assert because == {"x": "a", "y": "b", "z": "a"}
+    scores = [s for _, s, _ in cands]
+    assert scores == sorted(scores, reverse=True)
+    assert counts.candidates(recent, T0 + 20, 10, exclude={"x", "y", "z", "a", "b"}) == []
+    assert counts.candidates([], T0, 10) == []
+    assert len(counts.candidates(recent, T0 + 20, 1)) == 1
+
+
+@fast
+@given(sessions_st, st.lists(st.sampled_from([f"i{n}" for n in range(12)]), max_size=5))
+def test_candidates_are_deterministic_excluded_and_explained(sessions, exclude):
+    a, b = CovisitCounts(), CovisitCounts()
+    feed(a, sessions)
+    feed(b, sessions)
+    recent = [(f"i{n}", T0 + n) for n in (0, 3, 5)]
+    ca = a.candidates(recent, T0 + H, 8, exclude=set(exclude))
+    assert ca == b.candidates(recent, T0 + H, 8, exclude=set(exclude))
+    assert len({c for c, _, _ in ca}) == len(ca) <= 8
+    for c, s, because in ca:
+        assert c not in exclude and s > 0 and because in {"i0", "i3", "i5"}
+    keys = [(-s, c) for c, s, _ in ca]
+    assert keys == sorted(keys)
+
+
+def test_remove_forgets_an_item_everywhere():
+    counts = CovisitCounts()
+    counts.observe([("a", T0), ("b", T0)], "c", T0)
+    counts.remove("c")
+    assert counts.neighbours("c", T0, 10) == []
+    assert "c" not in dict(counts.neighbours("a", T0, 10))
+    assert len(counts) == 0
