@@ -102,6 +102,14 @@ def cmd_bench_encoder(args: argparse.Namespace) -> dict[str, Any]:
     return run_encoder_bench(settings.model_dir, device=args.device, plot_path=args.plot)
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    from streams.worker import run_worker
+
+    settings = _settings(args)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    run_worker(settings, stages=stages, worker_name=args.name, metrics_port=args.metrics_port)
+
+
 def cmd_config(args: argparse.Namespace) -> dict[str, Any] | None:
     from streams.settings import settings_table_markdown
 
@@ -144,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run workers against a configured broker and vector store")
     p.add_argument("--stages", default="encode,index,recommend",
                    help="comma-separated stages to run in this worker")
-    _common(p)
-    p.set_defaults(handler=_not_yet("worker", 4))
+    p.add_argument("--name", default="w0", help="worker name: keeps its local state dir across restarts")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    _common(p, json_flag=False)
+    p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("broker", help="run a local single-node broker for development")
     p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",

@@ -1,0 +1,205 @@
+"""From a click to a ranked, explained list: the one code path workers and eval share.
+
+A :class:`Recommender` owns the worker-local knowledge of items (the :class:`ItemCatalog`
+and the vector index) and of the crowd (co-visitation, trending, exposure); per-user
+state is passed in and returned, never held, so the caller decides where it lives (a
+faust table in workers, a dict in eval).
+
+Per click the work is O(state + candidates), never O(catalogue):
+1. candidates: one batched ANN query for the strongest interests plus the session
+   vector, co-visitation neighbours of the recent items, and trending items;
+2. seen items dropped (the index over-fetches instead of filtering: DESIGN.md);
+3. :func:`streams.ranking.rank` blends, diversifies (MMR) and explains.
+
+Prequential use (eval): ``recommend(state, now)`` first, then ``observe(state, click)``.
+Streaming use (workers): ``observe`` then ``recommend`` on the new state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streams.covisit import CovisitCounts, CovisitParams
+from streams.index.base import VectorIndex
+from streams.interest import (
+    EVENT_WEIGHTS,
+    InterestParams,
+    UserState,
+    active_interests,
+    recent_positive,
+    seen_items,
+    session_vector,
+    update_interest,
+)
+from streams.ranking import Candidate, RankedItem, RankParams, rank
+from streams.records import Click
+from streams.settings import Settings
+from streams.trending import Trending, TrendingParams
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    vector: np.ndarray  # float32 [dim], unit norm, read-only
+    title: str = ""
+    tags: tuple[str, ...] = ()
+    created_at_s: float | None = None
+
+
+class ItemCatalog:
+    """Every item this worker knows: its vector and what a reader needs to show it."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, ItemInfo] = {}
+        self.model_version = ""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._items
+
+    def get(self, item_id: str) -> ItemInfo | None:
+        return self._items.get(item_id)
+
+    def put(self, item_id: str, info: ItemInfo) -> None:
+        self._items[item_id] = info
+
+    def remove(self, item_id: str) -> None:
+        self._items.pop(item_id, None)
+
+    def vector(self, item_id: str) -> np.ndarray | None:
+        info = self._items.get(item_id)
+        return None if info is None else info.vector
+
+
+@dataclass(frozen=True, slots=True)
+class RecommenderParams:
+    interest: InterestParams = field(default_factory=InterestParams)
+    rank: RankParams = field(default_factory=RankParams)
+    covisit: CovisitParams = field(default_factory=CovisitParams)
+    trending: TrendingParams = field(default_factory=TrendingParams)
+    k: int = 10
+    candidates_per_source: int = 50
+    max_interest_queries: int = 3
+    exposure_half_life_s: float = 3_600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RecommenderParams:
+        s, r = settings.state, settings.recommend
+        return cls(
+            interest=InterestParams(
+                max_interests=s.max_interests,
+                recent_items=s.recent_items,
+                interest_half_life_s=s.interest_half_life_s,
+                session_half_life_s=s.session_half_life_s,
+                merge_threshold=s.merge_threshold,
+            ),
+            rank=RankParams(diversity=r.diversity),
+            k=r.k,
+            candidates_per_source=r.candidates_per_source,
+        )
+
+
+def event_weight(click: Click) -> float:
+    """The click's strength: its explicit ``weight`` if given, else by event kind."""
+    return click.weight if click.weight is not None else EVENT_WEIGHTS[click.event]
+
+
+class Recommender:
+    """Candidates -> ranking for one user at a time, over worker-local item knowledge."""
+
+    def __init__(self, *, index: VectorIndex, catalog: ItemCatalog,
+                 params: RecommenderParams = RecommenderParams()) -> None:
+        self.index = index
+        self.catalog = catalog
+        self.params = params
+        self.covisit = CovisitCounts(params.covisit)
+        self.trending = Trending(params.trending)
+        self.exposure = Trending(TrendingParams(half_life_s=params.exposure_half_life_s))
+
+    # ------------------------------------------------------------------ items
+
+    def upsert_items(self, item_ids: Sequence[str], vectors: np.ndarray,
+                     infos: Sequence[ItemInfo]) -> None:
+        """Make items recommendable at once (index + catalog)."""
+        self.index.upsert(item_ids, vectors)
+        for item_id, info in zip(item_ids, infos, strict=True):
+            self.catalog.put(item_id, info)
+
+    def delete_items(self, item_ids: Sequence[str]) -> None:
+        """Withdraw items: never recommended again, forgotten by every generator."""
+        self.index.delete(item_ids)
+        for item_id in item_ids:
+            self.catalog.remove(item_id)
+            self.covisit.remove(item_id)
+            self.trending.remove(item_id)
+            self.exposure.remove(item_id)
+
+    # ------------------------------------------------------------------ users
+
+    def observe(self, state: UserState | None, click: Click) -> UserState:
+        """Apply a click to the user's state and to the crowd's aggregates."""
+        weight = event_weight(click)
+        if weight > 0 and state is not None:
+            self.covisit.observe(recent_positive(state), click.item_id, click.ts_s)
+        new = update_interest(
+            state, user_id=click.user_id, item_id=click.item_id,
+            vector=self.catalog.vector(click.item_id), ts_s=click.ts_s, weight=weight,
+            params=self.params.interest,
+        )
+        if new is not state and weight > 0:  # a replayed click counts once
+            self.trending.observe(click.item_id, click.ts_s, weight)
+        return new
+
+    def candidates(self, state: UserState | None, now_s: float) -> list[Candidate]:
+        """Every generator's offers for this user, seen items already dropped."""
+        p = self.params
+        n = p.candidates_per_source
+        seen = seen_items(state) if state is not None else frozenset()
+        out: list[Candidate] = []
+        if state is not None:
+            queries = active_interests(state, now_s, p.interest, max_n=p.max_interest_queries)
+            sources = ["interest"] * len(queries)
+            session = session_vector(state, now_s, p.interest)
+            if session is not None:
+                queries.append(session)
+                sources.append("session")
+            if queries and self.index.count():
+                top_w = max(w for _, w in queries)
+                hits = self.index.search_batch(np.stack([v for v, _ in queries]), n, exclude=seen)
+                for (_, w), source, row in zip(queries, sources, hits, strict=True):
+                    share = 1.0 if source == "session" else w / top_w
+                    out.extend(Candidate(h.item_id, h.score * share, source, self.catalog.vector(h.item_id))
+                               for h in row)
+            for item_id, score, because in self.covisit.candidates(recent_positive(state), now_s, n, seen):
+                vector = self.catalog.vector(item_id)
+                if vector is not None:
+                    out.append(Candidate(item_id, score, "covisit", vector, (because,)))
+        for item_id, score in self.trending.top(now_s, n, seen):
+            vector = self.catalog.vector(item_id)
+            if vector is not None:
+                out.append(Candidate(item_id, score, "trending", vector))
+        return out
+
+    def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True) -> list[RankedItem]:
+        """The ranked, explained list for this user now."""
+        candidates = self.candidates(state, now_s)
+        if not candidates:
+            return []
+        recent = []
+        if state is not None:
+            recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in recent_positive(state)]
+        exposure = None
+        if self.params.rank.exposure_penalty > 0 and len(self.exposure):
+            top = self.exposure.top(now_s, 1)
+            peak = top[0][1] if top else 0.0
+            if peak > 0:
+                exposure = {c.item_id: self.exposure.score(c.item_id, now_s) / peak for c in candidates}
+        ranked = rank(candidates, recent=recent, k=self.params.k, params=self.params.rank, exposure=exposure)
+        if record_exposure:
+            for item in ranked:
+                self.exposure.observe(item.item_id, now_s, 1.0)
+        return ranked

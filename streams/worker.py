@@ -1,0 +1,396 @@
+"""The faust worker: three stages that can run in one process or apart.
+
+- **encode**: ``items`` -> micro-batches (size or ``batch_wait_ms``, whichever first) ->
+  :class:`encoders.item_encoder.ItemEncoder` -> ``item-vectors`` (deletes become tombstones).
+- **index**: ``item-vectors`` -> the worker's item catalog + vector index. Every serving
+  worker reads *all* partitions from the beginning (a replica of the compacted topic), so
+  it is not a consumer-group agent but a task with its own consumer.
+- **recommend**: ``clicks`` (keyed by user_id) -> user state in a faust Table with a
+  changelog -> :class:`streams.recommend.Recommender` -> ``recommendations``; and
+  ``user-control`` forget -> the key is deleted (a changelog tombstone).
+
+Bad input never stops a worker: it is sent to ``dead-letters`` with its reason and its
+offset is acknowledged like any other, so input = output + dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.interest import decode_state, encode_state
+from streams.metrics import Metrics
+from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
+from streams.records import (
+    DecodeReason,
+    ItemVector,
+    Recommendation,
+    RecommendedItem,
+    RecordDecodeError,
+    RecordLimits,
+    Trigger,
+    dead_letter,
+    decode_click,
+    decode_control,
+    decode_item,
+    decode_item_vector,
+    encode_item_vector,
+    encode_json,
+)
+from streams.settings import Settings
+from streams.transport import SCHEME
+
+log = logging.getLogger(__name__)
+
+STAGES = ("encode", "index", "recommend")
+
+
+class RecstreamApp(faust.App):
+    """A faust app that carries recstream's settings (read by :mod:`streams.transport`)."""
+
+    recstream_settings: Settings
+
+
+def _credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    if not kafka.sasl_mechanism:
+        return None
+    ssl_context = kafka.client_kwargs().get("ssl_context")
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+        mechanism=kafka.sasl_mechanism,
+        ssl_context=ssl_context,
+    )
+
+
+def limits_of(settings: Settings) -> RecordLimits:
+    lim = settings.limits
+    return RecordLimits(max_text_chars=lim.max_text_chars, max_id_chars=lim.max_id_chars,
+                        max_tags=lim.max_tags, max_future_s=lim.max_future_s,
+                        max_record_bytes=lim.max_record_bytes)
+
+
+@dataclass
+class WorkerContext:
+    """What the agents share inside one worker process."""
+
+    settings: Settings
+    app: RecstreamApp
+    metrics: Metrics
+    limits: RecordLimits
+    recommender: Recommender | None = None
+    index_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    dead_letters: Any = None
+
+    async def send_dead_letter(self, message: Any, error: Exception) -> None:
+        letter = dead_letter(topic=message.topic, partition=message.partition,
+                             offset=message.offset, raw=message.value, error=error)
+        reason = letter.reason or "error"
+        self.metrics.dead_letters.labels(topic=message.topic, reason=reason).inc()
+        log.debug("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+        await self.dead_letters.send(key=message.key, value=encode_json(letter))
+
+
+def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0") -> RecstreamApp:
+    """The faust app for the chosen stages; the one place agents are wired."""
+    stages = set(stages)
+    unknown = stages - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)} (--stages)")
+    datadir = settings.data_dir / "workers" / worker_name
+    datadir.mkdir(parents=True, exist_ok=True)
+    servers = [f"{SCHEME}://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")]
+    app = RecstreamApp(
+        settings.app_id,
+        broker=servers,
+        store="rocksdb://" if settings.state.store == "rocksdb" else "memory://",
+        datadir=str(datadir),
+        broker_credentials=_credentials(settings),
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.0,
+        web_enabled=False,
+        table_standby_replicas=0,
+        stream_wait_empty=False,
+    )
+    app.recstream_settings = settings
+    ctx = WorkerContext(settings=settings, app=app, metrics=Metrics.get(), limits=limits_of(settings))
+    topics = settings.topics
+    ctx.dead_letters = app.topic(topics.dead_letters, key_type=bytes, value_type=bytes)
+    if "encode" in stages:
+        _register_encode(ctx)
+    if "index" in stages or "recommend" in stages:
+        _register_index(ctx)
+    if "recommend" in stages:
+        _register_recommend(ctx)
+    return app
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _register_encode(ctx: WorkerContext) -> None:
+    from encoders.item_encoder import ItemEncoder
+
+    settings = ctx.settings
+    encoder = ItemEncoder.load(settings.model_dir, device=settings.model.device, threads=settings.model.threads)
+    log.info("encoder %s on %s (%s)", encoder.version, encoder.provider, encoder.variant)
+    items = ctx.app.topic(settings.topics.items, key_type=bytes, value_type=bytes)
+    vectors = ctx.app.topic(settings.topics.item_vectors, key_type=bytes, value_type=bytes)
+    loop_executor = None  # default thread pool: onnxruntime releases the GIL while it runs
+
+    @ctx.app.agent(items, name="encode")
+    async def encode(stream: Any) -> None:
+        async for events in stream.take_events(settings.model.batch_size,
+                                               within=settings.model.batch_wait_ms / 1000.0):
+            upserts = []
+            for event in events:
+                message = event.message
+                try:
+                    item = decode_item(message.value, now_s=time.time(), limits=ctx.limits)
+                    if message.key is not None and message.key != item.item_id.encode():
+                        raise RecordDecodeError(DecodeReason.KEY_MISMATCH,
+                                                f"key {message.key!r} != item_id {item.item_id!r}", field="item_id")
+                except RecordDecodeError as exc:
+                    await ctx.send_dead_letter(message, exc)
+                    continue
+                if item.op == "delete":
+                    await vectors.send(key=item.item_id.encode(), value=None)
+                else:
+                    upserts.append(item)
+            if not upserts:
+                continue
+            texts = [item.encoder_text() for item in upserts]
+            batch = await asyncio.get_running_loop().run_in_executor(loop_executor, encoder.encode, texts)
+            ctx.metrics.items_encoded.inc(len(upserts))
+            for item, vector in zip(upserts, batch, strict=True):
+                record = ItemVector.from_array(item_id=item.item_id, model=encoder.version, vector=vector,
+                                               title=item.title, tags=item.tags, created_at_s=item.created_at_s)
+                await vectors.send(key=item.item_id.encode(), value=encode_item_vector(record))
+
+
+# --------------------------------------------------------------------------- index
+
+
+def _register_index(ctx: WorkerContext) -> None:
+    from streams.index import open_index
+
+    settings = ctx.settings
+    ctx.recommender = None  # built when the first vector fixes the dimension
+
+    def recommender_for(dim: int) -> Recommender:
+        if ctx.recommender is None:
+            index = open_index(settings.index, dim=dim, path=settings.index_path)
+            ctx.recommender = Recommender(index=index, catalog=ItemCatalog(),
+                                          params=RecommenderParams.from_settings(settings))
+        return ctx.recommender
+
+    @ctx.app.task
+    async def index_replica() -> None:
+        """Apply every item vector, from the beginning, to this worker's index."""
+        try:
+            await _run_index_replica(ctx, recommender_for)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Without its index the worker cannot serve: fail loudly so it is restarted.
+            log.exception("index replica failed; stopping the worker")
+            await ctx.app.crash(RuntimeError("index replica failed"))
+
+
+async def _run_index_replica(ctx: WorkerContext, recommender_for: Any) -> None:
+    """Read every partition of item-vectors from the start; set ``index_ready`` once caught up."""
+    settings = ctx.settings
+    topic = settings.topics.item_vectors
+    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = await _wait_for_partitions(settings, topic)
+        log.info("index replica reading %s partitions %s", topic, partitions)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        log.info("index replica: end offsets %s", {tp.partition: o for tp, o in end.items()})
+        caught_up = all(end[tp] == 0 for tp in tps)
+        if caught_up:
+            ctx.index_ready.set()
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=2048)
+            for tp, messages in batches.items():
+                _apply_vectors(ctx, recommender_for, messages)
+            if not caught_up and all(await _positions_reached(consumer, end)):
+                caught_up = True
+                count = len(ctx.recommender.catalog) if ctx.recommender else 0
+                log.info("index replica caught up: %d items", count)
+                ctx.index_ready.set()
+    finally:
+        await consumer.stop()
+
+
+async def _wait_for_partitions(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[int]:
+    """The topic's partition ids, once it exists (the consumer's own metadata only covers
+    topics it subscribed to, so ask the admin API)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            [described] = await admin.describe_topics([topic])
+            if described.get("error_code", 0) == 0 and described.get("partitions"):
+                return sorted(p["partition"] for p in described["partitions"])
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"topic {topic!r} does not exist after {timeout_s:.0f} s; `recstream worker` creates it")
+
+
+async def _positions_reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> list[bool]:
+    return [await consumer.position(tp) >= offset for tp, offset in end.items()]
+
+
+def _apply_vectors(ctx: WorkerContext, recommender_for: Any, messages: list[Any]) -> None:
+    """Upsert/delete a batch of item-vector messages; bad ones become dead letters."""
+    upserts: dict[str, tuple[np.ndarray, ItemInfo]] = {}
+    deletes: list[str] = []
+    dim = ctx.recommender.index.dim if ctx.recommender else None
+    version = ""
+    for message in messages:
+        key = (message.key or b"").decode("utf-8", "replace")
+        if message.value is None:  # tombstone: the item was deleted
+            upserts.pop(key, None)
+            deletes.append(key)
+            continue
+        try:
+            record = decode_item_vector(message.value, dim=dim)
+        except RecordDecodeError as exc:
+            asyncio.ensure_future(ctx.send_dead_letter(message, exc))
+            continue
+        if record.vector is None:
+            upserts.pop(record.item_id, None)
+            deletes.append(record.item_id)
+            continue
+        vector = record.array()
+        dim = dim or vector.shape[0]
+        upserts[record.item_id] = (vector, ItemInfo(vector=vector, title=record.title, tags=tuple(record.tags),
+                                                    created_at_s=record.created_at_s))
+        if deletes and record.item_id in deletes:
+            deletes.remove(record.item_id)
+        if record.model:
+            version = record.model
+    if upserts:
+        recommender = recommender_for(dim)
+        recommender.catalog.model_version = version or recommender.catalog.model_version
+        ids = list(upserts)
+        recommender.upsert_items(ids, np.stack([upserts[i][0] for i in ids]), [upserts[i][1] for i in ids])
+        ctx.metrics.items_indexed.inc(len(ids))
+    if deletes and ctx.recommender is not None:
+        ctx.recommender.delete_items(deletes)
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def _register_recommend(ctx: WorkerContext) -> None:
+    settings = ctx.settings
+    app = ctx.app
+    topics = settings.topics
+    clicks = app.topic(topics.clicks, key_type=bytes, value_type=bytes)
+    control = app.topic(topics.user_control, key_type=bytes, value_type=bytes)
+    recommendations = app.topic(topics.recommendations, key_type=bytes, value_type=bytes)
+    states = app.Table("user-state", default=None, key_type=bytes, value_type=bytes,
+                       partitions=topics.partitions)
+
+    @app.agent(clicks, name="recommend")
+    async def recommend(stream: Any) -> None:
+        await ctx.index_ready.wait()
+        async for event in stream.events():
+            message = event.message
+            try:
+                await _on_click(ctx, states, recommendations, message)
+            except Exception as exc:  # noqa: BLE001 - a bad record must never stop the worker
+                if not isinstance(exc, RecordDecodeError):
+                    log.exception("click at %s[%d]@%d failed", message.topic, message.partition, message.offset)
+                await ctx.send_dead_letter(message, exc)
+
+    @app.agent(control, name="user-control")
+    async def user_control(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                command = decode_control(message.value, limits=ctx.limits)
+                _require_key(message.key, command.user_id)
+            except RecordDecodeError as exc:
+                await ctx.send_dead_letter(message, exc)
+                continue
+            if command.op == "forget":
+                states.pop(message.key, None)  # deleting a key writes a changelog tombstone
+                ctx.metrics.forgotten.inc()
+                log.info("forgot user %r", command.user_id)
+
+
+def _require_key(key: bytes | None, user_id: str) -> None:
+    """Per-user state lives on the partition the key picks: an unkeyed or wrong key breaks it."""
+    if key != user_id.encode():
+        raise RecordDecodeError(DecodeReason.KEY_MISMATCH,
+                                f"message key {key!r} must equal user_id {user_id!r}", field="user_id")
+
+
+async def _on_click(ctx: WorkerContext, states: Any, recommendations: Any, message: Any) -> None:
+    received_s = time.time()
+    click = decode_click(message.value, now_s=received_s, limits=ctx.limits)
+    _require_key(message.key, click.user_id)
+    recommender = ctx.recommender
+    if recommender is None or click.item_id not in recommender.catalog:
+        raise RecordDecodeError(DecodeReason.UNKNOWN_ITEM, f"item {click.item_id!r} is not in the catalogue",
+                                field="item_id")
+    raw_state = states.get(message.key)
+    state = decode_state(raw_state) if raw_state is not None else None
+    new_state = recommender.observe(state, click)
+    if new_state is not state:
+        states[message.key] = encode_state(new_state)
+    ranked = recommender.recommend(new_state, now_s=new_state.last_ts_s)
+    rec = Recommendation(
+        user_id=click.user_id,
+        items=[RecommendedItem(item_id=r.item_id, score=round(float(r.score), 6), because=list(r.because),
+                               source=r.source) for r in ranked],
+        trigger=Trigger(topic=message.topic, partition=message.partition, offset=message.offset, ts_s=click.ts_s),
+        model=recommender.catalog.model_version,
+        generated_at_s=time.time(),
+    )
+    await recommendations.send(key=message.key, value=encode_json(rec))
+    ctx.metrics.clicks.inc()
+    ctx.metrics.click_seconds.observe(time.time() - received_s)
+
+
+def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0",
+               metrics_port: int | None = None) -> None:
+    """Create the topics if missing, then run the faust worker until it is stopped."""
+    from faust.worker import Worker
+
+    from streams.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings.kafka, settings.topics))
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    app = build_app(settings, stages=stages, worker_name=worker_name)
+    Worker(app, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
+           override_logging=False).execute_from_commandline()
