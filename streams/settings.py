@@ -132,6 +132,11 @@ class IndexSettings(_Section):
     )
     api_key: SecretStr | None = Field(None, description="Qdrant server API key.")
     collection: str = Field("items", description="Collection / shard name.")
+    optimize_min_items: int = Field(
+        20_000, ge=0,
+        description="Build the ANN (HNSW) index at worker start when the catalogue has at least "
+        "this many items; below it exact search is as fast.",
+    )
 
     @model_validator(mode="after")
     def _url_for_remote(self) -> IndexSettings:

@@ -57,6 +57,7 @@ class RecstreamApp(faust.App):
     """A faust app that carries recstream's settings (read by :mod:`streams.transport`)."""
 
     recstream_settings: Settings
+    recstream_context: WorkerContext
 
 
 def _credentials(settings: Settings) -> Any:
@@ -88,6 +89,7 @@ class WorkerContext:
     metrics: Metrics
     limits: RecordLimits
     recommender: Recommender | None = None
+    replica: IndexReplica | None = None
     index_ready: asyncio.Event = field(default_factory=asyncio.Event)
     dead_letters: Any = None
 
@@ -128,6 +130,7 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
     )
     app.recstream_settings = settings
     ctx = WorkerContext(settings=settings, app=app, metrics=Metrics.get(), limits=limits_of(settings))
+    app.recstream_context = ctx
     topics = settings.topics
     ctx.dead_letters = app.topic(topics.dead_letters, key_type=bytes, value_type=bytes)
     if "encode" in stages:
@@ -185,61 +188,121 @@ def _register_encode(ctx: WorkerContext) -> None:
 # --------------------------------------------------------------------------- index
 
 
-def _register_index(ctx: WorkerContext) -> None:
-    from streams.index import open_index
+class IndexReplica:
+    """This worker's replica of the compacted ``item-vectors`` topic: catalog + vector index.
 
-    settings = ctx.settings
-    ctx.recommender = None  # built when the first vector fixes the dimension
+    Every serving worker reads *all* partitions (not a consumer-group agent). Before the
+    worker joins its group, :meth:`catch_up` applies everything up to the end offsets and,
+    for a large catalogue, builds the ANN index (Qdrant Edge's ``optimize()`` holds the GIL
+    for a minute at 100k items, so it must not run while the worker is serving). Then
+    :meth:`follow` runs as a faust task from where catch-up stopped, so a new item is
+    recommendable as soon as its vector arrives.
+    """
 
-    def recommender_for(dim: int) -> Recommender:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.positions: dict[int, int] = {}  # next offset to read, per partition
+
+    def recommender_for(self, dim: int) -> Recommender:
+        ctx = self.ctx
         if ctx.recommender is None:
-            index = open_index(settings.index, dim=dim, path=settings.index_path)
+            from streams.index import open_index
+
+            index = open_index(ctx.settings.index, dim=dim, path=ctx.settings.index_path)
             ctx.recommender = Recommender(index=index, catalog=ItemCatalog(),
-                                          params=RecommenderParams.from_settings(settings))
+                                          params=RecommenderParams.from_settings(ctx.settings))
         return ctx.recommender
+
+    async def _consumer(self) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+        settings = self.ctx.settings
+        topic = settings.topics.item_vectors
+        partitions = await _wait_for_partitions(settings, topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        consumer.assign(tps)
+        for tp in tps:
+            if tp.partition in self.positions:
+                consumer.seek(tp, self.positions[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        return consumer, tps
+
+    async def _read(self, consumer: AIOKafkaConsumer, send_dead_letter: Any) -> int:
+        batches = await consumer.getmany(timeout_ms=100, max_records=4096)
+        applied = 0
+        for tp, messages in batches.items():
+            bad = _apply_vectors(self.ctx, self.recommender_for, messages)
+            for message, error in bad:
+                await send_dead_letter(message, error)
+            self.positions[tp.partition] = messages[-1].offset + 1
+            applied += len(messages)
+        return applied
+
+    async def catch_up(self) -> int:
+        """Apply every vector up to the current end offsets; build the ANN index if large."""
+        from aiokafka import AIOKafkaProducer
+
+        settings = self.ctx.settings
+        consumer, tps = await self._consumer()
+        producer = AIOKafkaProducer(**settings.kafka.producer_kwargs())
+        await producer.start()
+
+        async def send_dead_letter(message: Any, error: Exception) -> None:
+            letter = dead_letter(topic=message.topic, partition=message.partition, offset=message.offset,
+                                 raw=message.value, error=error)
+            self.ctx.metrics.dead_letters.labels(topic=message.topic, reason=letter.reason or "error").inc()
+            await producer.send_and_wait(settings.topics.dead_letters, encode_json(letter), key=message.key)
+
+        try:
+            end = await consumer.end_offsets(tps)
+            started = time.monotonic()
+            while any(self.positions.get(tp.partition, 0) < offset for tp, offset in end.items()):
+                await self._read(consumer, send_dead_letter)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+        count = len(self.ctx.recommender.catalog) if self.ctx.recommender else 0
+        log.info("index replica caught up: %d items in %.1f s", count, time.monotonic() - started)
+        recommender = self.ctx.recommender
+        if recommender is not None and count >= settings.index.optimize_min_items:
+            log.info("building the ANN index over %d items (index.optimize_min_items=%d)...",
+                     count, settings.index.optimize_min_items)
+            began = time.monotonic()
+            recommender.index.optimize()
+            log.info("ANN index built in %.1f s", time.monotonic() - began)
+        self.ctx.index_ready.set()
+        return count
+
+    async def follow(self) -> None:
+        """Keep applying new vectors; sets ``index_ready`` if catch-up did not run."""
+        consumer, tps = await self._consumer()
+        try:
+            if not self.ctx.index_ready.is_set():
+                end = await consumer.end_offsets(tps)
+            while True:
+                await self._read(consumer, self.ctx.send_dead_letter)
+                if not self.ctx.index_ready.is_set() and all(
+                        self.positions.get(tp.partition, 0) >= offset for tp, offset in end.items()):
+                    self.ctx.index_ready.set()
+        finally:
+            await consumer.stop()
+
+
+def _register_index(ctx: WorkerContext) -> None:
+    ctx.replica = IndexReplica(ctx)
 
     @ctx.app.task
     async def index_replica() -> None:
-        """Apply every item vector, from the beginning, to this worker's index."""
         try:
-            await _run_index_replica(ctx, recommender_for)
+            await ctx.replica.follow()
         except asyncio.CancelledError:
             raise
         except Exception:
             # Without its index the worker cannot serve: fail loudly so it is restarted.
             log.exception("index replica failed; stopping the worker")
             await ctx.app.crash(RuntimeError("index replica failed"))
-
-
-async def _run_index_replica(ctx: WorkerContext, recommender_for: Any) -> None:
-    """Read every partition of item-vectors from the start; set ``index_ready`` once caught up."""
-    settings = ctx.settings
-    topic = settings.topics.item_vectors
-    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        partitions = await _wait_for_partitions(settings, topic)
-        log.info("index replica reading %s partitions %s", topic, partitions)
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        log.info("index replica: end offsets %s", {tp.partition: o for tp, o in end.items()})
-        caught_up = all(end[tp] == 0 for tp in tps)
-        if caught_up:
-            ctx.index_ready.set()
-        while True:
-            batches = await consumer.getmany(timeout_ms=100, max_records=2048)
-            for tp, messages in batches.items():
-                _apply_vectors(ctx, recommender_for, messages)
-            if not caught_up and all(await _positions_reached(consumer, end)):
-                caught_up = True
-                count = len(ctx.recommender.catalog) if ctx.recommender else 0
-                log.info("index replica caught up: %d items", count)
-                ctx.index_ready.set()
-    finally:
-        await consumer.stop()
 
 
 async def _wait_for_partitions(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[int]:
@@ -261,12 +324,10 @@ async def _wait_for_partitions(settings: Settings, topic: str, timeout_s: float 
     raise RuntimeError(f"topic {topic!r} does not exist after {timeout_s:.0f} s; `recstream worker` creates it")
 
 
-async def _positions_reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> list[bool]:
-    return [await consumer.position(tp) >= offset for tp, offset in end.items()]
-
-
-def _apply_vectors(ctx: WorkerContext, recommender_for: Any, messages: list[Any]) -> None:
-    """Upsert/delete a batch of item-vector messages; bad ones become dead letters."""
+def _apply_vectors(ctx: WorkerContext, recommender_for: Any,
+                   messages: list[Any]) -> list[tuple[Any, RecordDecodeError]]:
+    """Upsert/delete a batch of item-vector messages; return the bad ones (for dead letters)."""
+    bad: list[tuple[Any, RecordDecodeError]] = []
     upserts: dict[str, tuple[np.ndarray, ItemInfo]] = {}
     deletes: list[str] = []
     dim = ctx.recommender.index.dim if ctx.recommender else None
@@ -280,7 +341,7 @@ def _apply_vectors(ctx: WorkerContext, recommender_for: Any, messages: list[Any]
         try:
             record = decode_item_vector(message.value, dim=dim)
         except RecordDecodeError as exc:
-            asyncio.ensure_future(ctx.send_dead_letter(message, exc))
+            bad.append((message, exc))
             continue
         if record.vector is None:
             upserts.pop(record.item_id, None)
@@ -302,6 +363,7 @@ def _apply_vectors(ctx: WorkerContext, recommender_for: Any, messages: list[Any]
         ctx.metrics.items_indexed.inc(len(ids))
     if deletes and ctx.recommender is not None:
         ctx.recommender.delete_items(deletes)
+    return bad
 
 
 # --------------------------------------------------------------------------- recommend
@@ -392,5 +454,8 @@ def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_nam
 
         start_http_server(metrics_port)
     app = build_app(settings, stages=stages, worker_name=worker_name)
+    replica = app.recstream_context.replica
+    if replica is not None:
+        asyncio.run(replica.catch_up())  # before joining the group: serve only a complete index
     Worker(app, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
            override_logging=False).execute_from_commandline()
