@@ -89,17 +89,28 @@ def cmd_broker(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    from export.api import default_model_path, export_model
+    from export.exporter import default_model_path, export_model
 
     model = Path(args.model) if args.model else default_model_path()
-    return export_model(model, Path(args.out), fp16=args.fp16, int8=args.int8)
+    return export_model(model, Path(args.out), fp16=args.fp16, int8=args.int8,
+                        progress=lambda message: log.info("%s", message))
 
 
 def cmd_bench_encoder(args: argparse.Namespace) -> dict[str, Any]:
     from export.bench import run_encoder_bench
 
+    from streams.modelstore import ensure_model
+
     settings = _settings(args)
-    return run_encoder_bench(settings.model_dir, device=args.device, plot_path=args.plot)
+    model_dir = ensure_model(settings)
+    return run_encoder_bench(model_dir, device=args.device, chart_path=args.plot,
+                             progress=lambda message: log.info("%s", message))
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.demo import run_demo
+
+    return run_demo(_settings(args), events=args.events, broker_kind=args.kind, rate=args.rate)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -145,9 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole pipeline locally on MovieLens-100k")
     p.add_argument("--events", type=int, default=5000, help="clicks to stream (default 5000)")
-    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind")
+    p.add_argument("--rate", type=float, default=500.0, help="clicks per second (default 500)")
+    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
+                   help="Apache Kafka (needs Java + Maven) or Tansu (no JVM); auto prefers Kafka")
     _common(p)
-    p.set_defaults(handler=_not_yet("demo", 4))
+    p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("worker", help="run workers against a configured broker and vector store")
     p.add_argument("--stages", default="encode,index,recommend",

@@ -1,0 +1,191 @@
+"""The run-time item encoder: texts -> L2-normalised float32 vectors, via onnxruntime.
+
+The exported graph already contains the whole sentence-transformers head (mean pooling
+under the attention mask, then L2 normalisation), so serving is: tokenise (truncate to
+the manifest's ``max_length``, pad to the longest text of the batch), run one session,
+return its ``embedding`` output. No torch, no transformers.
+
+Variant choice (see ``encoders/manifest.py`` for what each variant is):
+
+* CUDA EP: ``fp16`` (with IO binding) if exported, else ``fp32``.
+* CPU EP: ``int8`` if it passed parity, else ``fp32``. ``fp16`` is never chosen on CPU:
+  without fp16 kernels the CPU EP casts around every node and is slower than fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from encoders.errors import ModelDirError, ProviderError
+from encoders.manifest import Manifest, load_manifest
+from encoders.session import CPU_PROVIDER, CUDA_PROVIDER, Device, create_session
+
+log = logging.getLogger(__name__)
+
+# Preference order per execution provider; the first variant present (and allowed) wins.
+_PREFERENCE = {
+    CUDA_PROVIDER: ("fp16", "fp32"),
+    CPU_PROVIDER: ("int8", "fp32"),
+}
+
+
+def choose_variant(manifest: Manifest, provider: str) -> str:
+    """The variant to serve on ``provider``: the fastest one allowed there.
+
+    Variants whose parity is ``unverified-no-gpu`` are only allowed on the CUDA EP.
+    """
+    for name in _PREFERENCE.get(provider, ("fp32",)):
+        entry = manifest.variants.get(name)
+        if entry is None:
+            continue
+        if entry.status != "passed" and provider != CUDA_PROVIDER:
+            continue
+        return name
+    return "fp32"
+
+
+class ItemEncoder:
+    """Encodes item texts with an exported ONNX model. Build it with :meth:`load`."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        session: ort.InferenceSession,
+        provider: str,
+        variant: str,
+        tokenizer: Tokenizer,
+    ) -> None:
+        self._manifest = manifest
+        self._session = session
+        self._provider = provider
+        self._variant = variant
+        self._tokenizer = tokenizer
+        self._input_names = tuple(i.name for i in session.get_inputs())
+        self._io_binding = provider == CUDA_PROVIDER
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | str,
+        device: Device = "auto",
+        threads: int = 0,
+        variant: str | None = None,
+        *,
+        verify_hashes: bool = True,
+    ) -> ItemEncoder:
+        """Load an exported model directory.
+
+        Args:
+            model_dir: directory written by ``export_model`` (holds ``manifest.json``).
+            device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see ``create_session``).
+            threads: CPU intra-op threads; 0 lets onnxruntime decide.
+            variant: force a variant (``"fp32"``, ``"int8"``, ``"fp16"``); default picks
+                the fastest variant that passed parity for the provider in use.
+            verify_hashes: check model file hashes against the manifest.
+
+        Raises:
+            ModelDirError: missing/corrupt model directory or unknown variant.
+            ProviderError: ``device="cuda"`` without a usable CUDA EP, or a forced
+                variant that is unverified on the provider in use.
+        """
+        manifest = load_manifest(model_dir, verify_hashes=verify_hashes)
+        if variant is not None:
+            path = manifest.variant_path(variant)
+            session, provider = create_session(path, device, threads)
+            if manifest.variants[variant].status != "passed" and provider != CUDA_PROVIDER:
+                raise ProviderError(
+                    f"variant {variant!r} is {manifest.variants[variant].status} and cannot "
+                    f"be served on {provider}; choose another --variant or run on a GPU"
+                )
+        elif device == "cpu":
+            variant = choose_variant(manifest, CPU_PROVIDER)
+            session, provider = create_session(manifest.variant_path(variant), "cpu", threads)
+        else:
+            # Try the GPU variant on the requested device; if ORT ends up on the CPU EP,
+            # switch to the CPU's best variant (fp16 is never served on CPU).
+            variant = choose_variant(manifest, CUDA_PROVIDER)
+            session, provider = create_session(manifest.variant_path(variant), device, threads)
+            if provider != CUDA_PROVIDER:
+                cpu_variant = choose_variant(manifest, CPU_PROVIDER)
+                if cpu_variant != variant:
+                    variant = cpu_variant
+                    session, provider = create_session(manifest.variant_path(variant), "cpu", threads)
+        tokenizer = Tokenizer.from_file(str(manifest.tokenizer_path))
+        tokenizer.enable_truncation(max_length=manifest.max_length)
+        tokenizer.enable_padding(pad_id=manifest.pad_id, pad_token=manifest.pad_token)
+        missing = {manifest.output_name} - {o.name for o in session.get_outputs()}
+        if missing:
+            raise ModelDirError(f"{manifest.variant_path(variant)} has no output {manifest.output_name!r}")
+        log.info("ItemEncoder %s: variant=%s provider=%s threads=%d", manifest.version, variant, provider, threads)
+        return cls(manifest, session, provider, variant, tokenizer)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider in use (``CUDAExecutionProvider``/``CPUExecutionProvider``)."""
+        return self._provider
+
+    @property
+    def variant(self) -> str:
+        """The ONNX variant in use (``fp32``, ``int8`` or ``fp16``)."""
+        return self._variant
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self._manifest.dim
+
+    @property
+    def version(self) -> str:
+        """Model version ``<name>@<sha8>``; stamped on every vector."""
+        return self._manifest.version
+
+    @property
+    def max_length(self) -> int:
+        """Texts are truncated to this many tokens (special tokens included)."""
+        return self._manifest.max_length
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenise a batch into the graph's int64 inputs, each ``[n, seq]``."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        input_ids = np.asarray([e.ids for e in encodings], dtype=np.int64)  # [n, seq]
+        attention_mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)  # [n, seq]
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            # Single-segment input: all zeros, as the tokenizer's template would give.
+            feeds["token_type_ids"] = np.zeros_like(input_ids)  # [n, seq]
+        return feeds
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts in one batch.
+
+        Args:
+            texts: item texts; empty strings are fine (they encode ``[CLS] [SEP]``).
+
+        Returns:
+            float32 array ``[n, dim]``, each row of unit L2 norm.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of strings, not a single string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)  # [0, dim]
+        feeds = self.tokenize(texts)  # each [n, seq]
+        if self._io_binding:
+            binding = self._session.io_binding()
+            for name, array in feeds.items():
+                binding.bind_cpu_input(name, array)
+            binding.bind_output(self._manifest.output_name, "cuda")
+            self._session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]  # [n, dim]
+        else:
+            out = self._session.run([self._manifest.output_name], feeds)[0]  # [n, dim]
+        return np.ascontiguousarray(out, dtype=np.float32)  # [n, dim]

@@ -1,0 +1,218 @@
+"""Encoder benchmark: torch eager vs onnxruntime (the ``ItemEncoder`` as served).
+
+Both sides get the same texts, device, batch sizes and thread count, and both time the
+whole path from strings to vectors (tokenisation included: the same fast tokenizer
+feeds both). Each case runs a burn-in pass first (allocations, kernel selection, CUDA
+graph warm-up), then ``repeats`` timed passes over ``n_texts`` texts; the best pass is
+reported (least disturbed by other processes). Seeds are fixed, so the texts are the
+same on every run. ``min_cosine`` compares the two sides' vectors at the headline batch.
+
+The headline is batch 32 (``HEADLINE_BATCH``), per DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.item_encoder import ItemEncoder
+from encoders.manifest import MANIFEST_FILE
+from encoders.session import CUDA_PROVIDER
+from export.parity_texts import bench_texts
+
+log = logging.getLogger(__name__)
+
+HEADLINE_BATCH = 32
+DEFAULT_BATCH_SIZES = (1, 32, 256)
+BENCH_SEED = 1234
+
+
+def _cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_bench_model_dir() -> Path:
+    """Where ``recstream bench encoder`` keeps its exported default model."""
+    return Path.home() / ".cache" / "recstream" / "models" / "bench-default"
+
+
+def _time_passes(
+    encode: Callable[[list[str]], np.ndarray], texts: list[str], batch_size: int, repeats: int, sync: Callable[[], None]
+) -> tuple[float, np.ndarray]:
+    """Best items/s over ``repeats`` passes (after one burn-in batch pass), and the vectors."""
+    burn_in = texts[: max(batch_size, min(len(texts), 2 * batch_size))]
+    for i in range(0, len(burn_in), batch_size):
+        encode(burn_in[i : i + batch_size])
+    sync()
+    best_s = float("inf")
+    out: list[np.ndarray] = []
+    for _ in range(repeats):
+        out = []
+        start = time.perf_counter()
+        for i in range(0, len(texts), batch_size):
+            out.append(encode(texts[i : i + batch_size]))
+        sync()
+        best_s = min(best_s, time.perf_counter() - start)
+    return len(texts) / best_s, np.concatenate(out)
+
+
+def run_encoder_bench(
+    model_dir: Path | None = None,
+    *,
+    source: Path | None = None,
+    device: str = "cpu",
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    n_texts: int = 512,
+    repeats: int = 2,
+    threads: int | None = None,
+    chart_path: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Items/s of torch eager vs onnxruntime on the same texts, device and batch sizes.
+
+    Args:
+        model_dir: an exported model directory; default: the packaged all-MiniLM-L6-v2
+            exported (with int8, and fp16 for cuda) into ``default_bench_model_dir()``
+            if not there yet.
+        source: the torch model directory; default: the manifest's ``source``.
+        device: ``"cpu"`` or ``"cuda"`` (for both sides).
+        batch_sizes: batch sizes to run; ``HEADLINE_BATCH`` is added if missing.
+        n_texts: texts per timed pass (~15-60 tokens each).
+        repeats: timed passes per case; the best is kept.
+        threads: CPU threads for both torch and onnxruntime; default all usable cores.
+        chart_path: if set, a PNG bar chart of items/s per batch size is written there.
+        progress: called with a one-line message per case.
+
+    Returns:
+        ``{"device","batch","torch_items_s","ort_items_s","speedup","min_cosine",
+        "variant","provider","version","threads","n_texts","by_batch":{bs:{...}}}``.
+
+    Raises:
+        ProviderError: ``device="cuda"`` without a usable CUDA EP.
+        ModelDirError, ModelSourceError: missing model directories.
+    """
+    import torch
+
+    from export.exporter import default_model_path, export_model
+    from export.spec import spec_from_model_dir
+    from export.torch_model import (
+        PooledEncoder,
+        load_hf_encoder,
+        load_tokenizer,
+        tokenize,
+        uses_token_type_ids,
+    )
+
+    def say(message: str) -> None:
+        log.info(message)
+        if progress is not None:
+            progress(message)
+
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r} (--device)")
+    threads = threads or _cpu_threads()
+    if model_dir is None:
+        model_dir = default_bench_model_dir()
+        if not (model_dir / MANIFEST_FILE).is_file():
+            say(f"exporting the default model to {model_dir} (first run only)")
+            export_model(default_model_path(), model_dir, int8=True, fp16=device == "cuda", progress=progress)
+    encoder = ItemEncoder.load(model_dir, device=device, threads=threads)
+    if device == "cuda" and encoder.provider != CUDA_PROVIDER:  # create_session already raises; belt and braces
+        raise RuntimeError(f"onnxruntime is on {encoder.provider}, not CUDA")
+    source = Path(source or encoder.manifest.source)
+    hf = load_hf_encoder(source)
+    spec = spec_from_model_dir(source, uses_token_type_ids=uses_token_type_ids(hf))
+    model = PooledEncoder(hf, encoder.manifest.pooling, encoder.manifest.normalize).eval().to(device)
+    tokenizer = load_tokenizer(
+        encoder.manifest.tokenizer_path, encoder.manifest.max_length, encoder.manifest.pad_id, encoder.manifest.pad_token
+    )
+
+    previous_threads = torch.get_num_threads()
+    torch.manual_seed(BENCH_SEED)
+    if device == "cpu":
+        torch.set_num_threads(threads)  # same thread budget as the ORT session
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    @torch.inference_mode()
+    def torch_encode(batch: list[str]) -> np.ndarray:
+        feeds = tokenize(tokenizer, batch, spec.input_names)
+        tensors = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+        return model(**tensors).float().cpu().numpy()
+
+    texts = bench_texts(n_texts, seed=BENCH_SEED)
+    cases = sorted(set(batch_sizes) | {HEADLINE_BATCH})
+    by_batch: dict[int, dict[str, float]] = {}
+    try:
+        for batch_size in cases:
+            say(f"batch {batch_size}: torch eager ({device}, {threads} threads)")
+            torch_items_s, torch_vectors = _time_passes(torch_encode, texts, batch_size, repeats, sync)
+            say(f"batch {batch_size}: onnxruntime {encoder.variant} on {encoder.provider}")
+            ort_items_s, ort_vectors = _time_passes(encoder.encode, texts, batch_size, repeats, lambda: None)
+            cosine = (torch_vectors * ort_vectors).sum(axis=1)  # [n], both unit-norm
+            by_batch[batch_size] = {
+                "torch_items_s": round(torch_items_s, 1),
+                "ort_items_s": round(ort_items_s, 1),
+                "speedup": round(ort_items_s / torch_items_s, 2),
+                "min_cosine": round(float(cosine.min()), 5),
+            }
+            say(f"batch {batch_size}: torch {torch_items_s:.0f}/s, ort {ort_items_s:.0f}/s "
+                f"({ort_items_s / torch_items_s:.2f}x)")
+    finally:
+        torch.set_num_threads(previous_threads)
+    headline = by_batch[HEADLINE_BATCH]
+    result = {
+        "device": device,
+        "batch": HEADLINE_BATCH,
+        "torch_items_s": headline["torch_items_s"],
+        "ort_items_s": headline["ort_items_s"],
+        "speedup": headline["speedup"],
+        "min_cosine": headline["min_cosine"],
+        "variant": encoder.variant,
+        "provider": encoder.provider,
+        "version": encoder.version,
+        "threads": threads,
+        "n_texts": n_texts,
+        "by_batch": {str(k): v for k, v in by_batch.items()},
+    }
+    if chart_path is not None:
+        write_bench_chart(result, Path(chart_path))
+    return result
+
+
+def write_bench_chart(result: dict[str, Any], path: Path) -> Path:
+    """Bar chart of items/s per batch size, torch vs onnxruntime (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = list(result["by_batch"])
+    x = np.arange(len(batches))
+    torch_vals = [result["by_batch"][b]["torch_items_s"] for b in batches]
+    ort_vals = [result["by_batch"][b]["ort_items_s"] for b in batches]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(x - 0.2, torch_vals, 0.4, label="torch eager")
+    ax.bar(x + 0.2, ort_vals, 0.4, label=f"onnxruntime {result['variant']}")
+    for i, b in enumerate(batches):
+        ax.text(x[i] + 0.2, ort_vals[i], f"{result['by_batch'][b]['speedup']}x", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [f"batch {b}" for b in batches])
+    ax.set_ylabel("items/s")
+    ax.set_title(f"{result['version']} on {result['device']} ({result['threads']} threads)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,36 @@
+"""Where a worker's encoder comes from: the configured model dir, exported on first use.
+
+Serving never imports torch: only when no exported model exists yet (a fresh machine
+running the demo or eval) is the default encoder exported, which needs the ``export``
+extra. A worker given a model dir that does not exist fails with a clear error instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from encoders.errors import ModelDirError
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def ensure_model(settings: Settings, progress: Callable[[str], None] | None = None) -> Path:
+    """The model directory, exporting the default encoder (with int8) into it if empty."""
+    model_dir = settings.model_dir
+    if (model_dir / MANIFEST).exists():
+        return model_dir
+    try:
+        from export.exporter import default_model_path, export_model
+    except ImportError as exc:
+        raise ModelDirError(
+            f"no exported model in {model_dir}, and exporting one needs torch: "
+            "pip install 'recstream[export]', or point --model-dir at an exported model"
+        ) from exc
+    log.info("no model in %s yet: exporting the default encoder (once)", model_dir)
+    export_model(default_model_path(), model_dir, int8=True, progress=progress or (lambda m: log.info("%s", m)))
+    return model_dir

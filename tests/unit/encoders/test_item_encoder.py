@@ -1,0 +1,132 @@
+"""Run-time encoder: manifest validation, provider fallback, variant choice, encode()."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from encoders.errors import ModelDirError, ProviderError
+from encoders.item_encoder import ItemEncoder, choose_variant
+from encoders.manifest import load_manifest
+from encoders.session import CPU_PROVIDER, CUDA_PROVIDER, create_session
+
+
+def _cuda_usable(model_file: Path) -> bool:
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return False
+    return create_session(model_file, "auto")[1] == CUDA_PROVIDER
+
+
+@pytest.fixture()
+def model_copy(tiny_export: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    dst = tmp_path / "model"
+    shutil.copytree(tiny_export[0], dst)
+    return dst
+
+
+def test_auto_falls_back_to_cpu_and_picks_fastest_passed_variant(tiny_export: tuple[Path, dict[str, Any]]) -> None:
+    out_dir, _ = tiny_export
+    if _cuda_usable(out_dir / "model.fp32.onnx"):
+        pytest.skip("a usable GPU is present")
+    encoder = ItemEncoder.load(out_dir, device="auto", threads=1)
+    assert encoder.provider == CPU_PROVIDER
+    expected = "int8" if "int8" in encoder.manifest.variants else "fp32"
+    assert encoder.variant == expected != "fp16"
+    assert encoder.dim == 32 and encoder.version.startswith("tiny-bert@")
+
+
+def test_cuda_without_gpu_raises(tiny_export: tuple[Path, dict[str, Any]]) -> None:
+    out_dir, _ = tiny_export
+    if _cuda_usable(out_dir / "model.fp32.onnx"):
+        pytest.skip("a usable GPU is present")
+    with pytest.raises(ProviderError, match="--device cpu"):
+        ItemEncoder.load(out_dir, device="cuda")
+    with pytest.raises(ValueError):
+        create_session(out_dir / "model.fp32.onnx", "tpu")  # type: ignore[arg-type]
+
+
+def test_encode_shapes_and_norms(tiny_export: tuple[Path, dict[str, Any]]) -> None:
+    encoder = ItemEncoder.load(tiny_export[0], device="cpu", threads=1, variant="fp32")
+    assert encoder.encode([]).shape == (0, 32)
+    vectors = encoder.encode(["the red book", "", "长" * 500, "jazz " * 200])
+    assert vectors.shape == (4, 32) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Same text, different batch partner and padding: same vector (fp32).
+    alone = encoder.encode(["the red book"])
+    np.testing.assert_allclose(alone[0], vectors[0], atol=1e-5)
+    with pytest.raises(TypeError):
+        encoder.encode("a single string")  # type: ignore[arg-type]
+
+
+def test_unverified_fp16_is_never_chosen_on_cpu(tiny_export: tuple[Path, dict[str, Any]]) -> None:
+    manifest = load_manifest(tiny_export[0])
+    variants = dict(manifest.variants)
+    variants["fp16"] = dataclasses.replace(variants["fp16"], status="unverified-no-gpu")
+    variants.pop("int8", None)
+    m = dataclasses.replace(manifest, variants=variants)
+    assert choose_variant(m, CPU_PROVIDER) == "fp32"
+    assert choose_variant(m, CUDA_PROVIDER) == "fp16"
+
+
+def test_missing_dir_and_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ModelDirError, match="does not exist"):
+        ItemEncoder.load(tmp_path / "nope")
+    with pytest.raises(ModelDirError, match="manifest.json is missing"):
+        ItemEncoder.load(tmp_path)
+    assert issubclass(ModelDirError, FileNotFoundError)
+
+
+def test_bad_json_and_missing_fields(model_copy: Path) -> None:
+    manifest = model_copy / "manifest.json"
+    good = json.loads(manifest.read_text())
+    manifest.write_text("{not json")
+    with pytest.raises(ModelDirError, match="not valid JSON"):
+        load_manifest(model_copy)
+    manifest.write_text(json.dumps({k: v for k, v in good.items() if k != "dim"}))
+    with pytest.raises(ModelDirError, match="'dim'"):
+        load_manifest(model_copy)
+
+
+def test_missing_model_file_and_hash_mismatch(model_copy: Path) -> None:
+    fp32 = model_copy / "model.fp32.onnx"
+    data = bytearray(fp32.read_bytes())
+    data[-1] ^= 0xFF
+    fp32.write_bytes(bytes(data))
+    with pytest.raises(ModelDirError, match="sha256"):
+        load_manifest(model_copy)
+    load_manifest(model_copy, verify_hashes=False)  # the cheap path skips the check
+    fp32.unlink()
+    with pytest.raises(ModelDirError, match="model.fp32.onnx"):
+        load_manifest(model_copy, verify_hashes=False)
+
+
+_BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import encoders, encoders.item_encoder, encoders.manifest, encoders.session
+from encoders.item_encoder import ItemEncoder
+enc = ItemEncoder.load(sys.argv[1], device='cpu', threads=1)
+assert enc.encode(['hello world']).shape == (1, enc.dim)
+assert not any(m.split('.')[0] in ('torch', 'transformers') for m in sys.modules)
+print('ok')
+"""
+
+
+def test_serving_never_imports_torch(tiny_export: tuple[Path, dict[str, Any]]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCK_TORCH, str(tiny_export[0])], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
