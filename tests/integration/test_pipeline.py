@@ -1,0 +1,263 @@
+"""The streaming recommender end to end: a real worker process on Apache Kafka.
+
+One worker (encode + index + recommend, Qdrant Edge, RocksDB state, the real default
+encoder) serves the whole module on fresh topics. Tests talk to it only through topics,
+as producers and subscribers would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.brokers import LocalBroker, free_port
+from streams.modelstore import ensure_model
+from streams.settings import KafkaSettings, Settings, TopicSettings
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+NOW_S = time.time()
+SPACE = ["Rocket launch to the International Space Station", "Astronauts walk on the Moon",
+         "A telescope photographs distant galaxies", "Mars rover finds ancient riverbeds",
+         "Satellites orbit the Earth at night", "Spacecraft docking with an orbital station"]
+COOKING = ["Slow-cooked tomato pasta sauce recipe", "How to bake sourdough bread at home",
+           "Grilled vegetables with olive oil and herbs", "A classic French onion soup recipe",
+           "Chocolate cake with espresso frosting", "Stir-fried noodles with garlic and ginger"]
+JAZZ = ["Live jazz trio plays bebop standards", "Saxophone solos of the swing era",
+        "Piano improvisation in a smoky jazz club", "Big band jazz orchestra concert",
+        "Trumpet ballads from the cool jazz years", "Jazz drummers and their brush technique"]
+
+
+class Pipeline:
+    """Producer + subscriber helpers over one worker's topics."""
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, metrics_port: int) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.metrics_port = metrics_port
+
+    def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+        """Send records in order; return their (partition, offset)."""
+
+        async def run() -> list[tuple[int, int]]:
+            producer = AIOKafkaProducer(**self.kafka.producer_kwargs(), acks="all")
+            await producer.start()
+            try:
+                out = []
+                for key, value in records:
+                    meta = await producer.send_and_wait(topic, value, key=key)
+                    out.append((meta.partition, meta.offset))
+                return out
+            finally:
+                await producer.stop()
+
+        return asyncio.run(run())
+
+    def click(self, user_id: str, item_id: str, ts_s: float, **extra: Any) -> tuple[int, int]:
+        value = json.dumps({"user_id": user_id, "item_id": item_id, "ts": ts_s, **extra}).encode()
+        return self.produce(self.topics.clicks, [(user_id.encode(), value)])[0]
+
+    def items(self, items: dict[str, str]) -> None:
+        before = self.metric("recstream_items_indexed_total")
+        self.produce(self.topics.items, [(i.encode(), json.dumps({"item_id": i, "title": t}).encode())
+                                         for i, t in items.items()])
+        self.wait_for(lambda: self.metric("recstream_items_indexed_total") >= before + len(items),
+                      what=f"{len(items)} items indexed")
+
+    def read(self, topic: str, until: Callable[[list[Any]], bool], timeout_s: float = 30.0) -> list[Any]:
+        """Every message of ``topic`` from the start, once ``until(messages)`` holds."""
+
+        async def run() -> list[Any]:
+            consumer = AIOKafkaConsumer(topic, **self.kafka.consumer_kwargs(), group_id=None,
+                                        auto_offset_reset="earliest", enable_auto_commit=False)
+            await consumer.start()
+            messages: list[Any] = []
+            try:
+                deadline = time.monotonic() + timeout_s
+                while time.monotonic() < deadline:
+                    for batch in (await consumer.getmany(timeout_ms=200)).values():
+                        messages.extend(batch)
+                    if until(messages):
+                        return messages
+                raise AssertionError(f"timed out reading {topic}: {len(messages)} messages")
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(run())
+
+    def recommendations(self, triggers: list[tuple[int, int]]) -> dict[tuple[int, int], list[dict]]:
+        """The recommendations whose trigger is one of ``triggers`` (each may repeat)."""
+        wanted = set(triggers)
+
+        def found(messages: list[Any]) -> bool:
+            return wanted <= {_trigger(json.loads(m.value)) for m in messages}
+
+        out: dict[tuple[int, int], list[dict]] = {}
+        for message in self.read(self.topics.recommendations, found):
+            rec = json.loads(message.value)
+            if _trigger(rec) in wanted:
+                out.setdefault(_trigger(rec), []).append(rec)
+        return out
+
+    def metric(self, name: str) -> float:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1).read()
+        except OSError:
+            return 0.0
+        for line in body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    @staticmethod
+    def wait_for(condition: Callable[[], bool], *, what: str, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trigger(rec: dict) -> tuple[int, int]:
+    return rec["trigger"]["partition"], rec["trigger"]["offset"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    model_dir = ensure_model(Settings())  # the real default encoder, exported once and cached
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicSettings(items=f"items-{suffix}", clicks=f"clicks-{suffix}",
+                           user_control=f"user-control-{suffix}", item_vectors=f"item-vectors-{suffix}",
+                           recommendations=f"recommendations-{suffix}", dead_letters=f"dead-letters-{suffix}",
+                           partitions=2)
+    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers)
+    asyncio.run(ensure_topics(kafka, topics))
+    work = tmp_path_factory.mktemp("worker")
+    metrics_port = free_port()
+    env = {**os.environ, "RECSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           "RECSTREAM_APP_ID": f"recstream-test-{suffix}", "RECSTREAM_DATA_DIR": str(work),
+           "RECSTREAM_MODEL__DIR": str(model_dir), "RECSTREAM_LIMITS__MAX_TEXT_CHARS": "500",
+           "RECSTREAM_RECOMMEND__K": "8", "PYTHONUNBUFFERED": "1",
+           **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.model_dump().items()}}
+    log_path = work / "worker.log"
+    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(metrics_port)],
+                              env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    pipe = Pipeline(kafka, topics, metrics_port)
+    try:
+        items = {f"space-{n}": t for n, t in enumerate(SPACE)}
+        items |= {f"cook-{n}": t for n, t in enumerate(COOKING)}
+        items |= {f"jazz-{n}": t for n, t in enumerate(JAZZ)}
+        pipe.items(items)
+        yield pipe
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if worker.returncode not in (0, -15):
+            print(log_path.read_text()[-5000:])
+
+
+def test_every_click_gets_one_recommendation_without_seen_items(pipeline: Pipeline) -> None:
+    clicks = [("alice", "space-0"), ("bob", "cook-0"), ("alice", "space-1"), ("bob", "cook-1"),
+              ("alice", "space-2"), ("carol", "jazz-0"), ("bob", "cook-2"), ("carol", "jazz-1")]
+    triggers = [pipeline.click(user, item, NOW_S + n) for n, (user, item) in enumerate(clicks)]
+    recs = pipeline.recommendations(triggers)
+    assert all(len(recs[t]) == 1 for t in triggers), "exactly one recommendation per click"
+    history: dict[str, list[str]] = {}
+    for (user, item), trigger in zip(clicks, triggers, strict=True):
+        history.setdefault(user, []).append(item)
+        [rec] = recs[trigger]
+        assert rec["user_id"] == user and rec["model"].startswith("all-MiniLM-L6-v2@")
+        ids = [i["item_id"] for i in rec["items"]]
+        assert ids and len(ids) == len(set(ids)) <= 8
+        assert not set(ids) & set(history[user]), "a seen item was recommended"
+        for entry in rec["items"]:
+            assert set(entry["because"]) <= set(history[user]), "reasons must be the user's own items"
+            assert entry["source"] in {"interest", "session", "covisit", "trending"}
+    # the text encoder understood the topics: alice (space) gets space first
+    [last_alice] = recs[triggers[4]]
+    assert last_alice["items"][0]["item_id"].startswith("space-")
+    assert last_alice["items"][0]["because"]
+
+
+def test_a_new_item_is_recommendable_at_once(pipeline: Pipeline) -> None:
+    for n in range(3):
+        pipeline.click("dave", f"space-{n + 3}", NOW_S + 100 + n)
+    pipeline.items({"space-new": "Astronaut crew launches on a rocket to the space station"})
+    trigger = pipeline.click("dave", "space-0", NOW_S + 110)
+    [rec] = pipeline.recommendations([trigger])[trigger]
+    assert "space-new" in [i["item_id"] for i in rec["items"]]
+
+
+def test_deleted_items_are_never_recommended(pipeline: Pipeline) -> None:
+    pipeline.items({"jazz-extra": "Late night jazz quartet with upright bass and saxophone"})
+    pipeline.produce(pipeline.topics.items, [(b"jazz-extra", b'{"item_id": "jazz-extra", "op": "delete"}')])
+    time.sleep(1.0)  # the tombstone travels items -> encoder -> item-vectors -> index
+    triggers = [pipeline.click("erin", f"jazz-{n}", NOW_S + 200 + n) for n in range(4)]
+    for [rec] in pipeline.recommendations(triggers).values():
+        assert "jazz-extra" not in [i["item_id"] for i in rec["items"]]
+
+
+def test_forget_drops_state_and_writes_a_tombstone(pipeline: Pipeline) -> None:
+    for n in range(3):
+        pipeline.click("frank", f"cook-{n}", NOW_S + 300 + n)
+    pipeline.produce(pipeline.topics.user_control, [(b"frank", b'{"user_id": "frank", "op": "forget"}')])
+    pipeline.wait_for(lambda: pipeline.metric("recstream_users_forgotten_total") >= 1, what="forget applied")
+    trigger = pipeline.click("frank", "jazz-3", NOW_S + 310)
+    [rec] = pipeline.recommendations([trigger])[trigger]
+    # a fresh state: the only past item is the new click, and cooking may be recommended again
+    assert {b for i in rec["items"] for b in i["because"]} <= {"jazz-3"}
+    changelog = f"recstream-test-{pipeline.topics.clicks.split('-')[-1]}-user-state-changelog"
+    messages = pipeline.read(changelog, lambda ms: any(m.key == b"frank" and m.value is None for m in ms))
+    assert any(m.key == b"frank" and m.value is None for m in messages)
+
+
+BAD_CLICKS = {
+    "not_json": (b"u-bad", b"{not json"),
+    "missing_field": (b"u-bad", b'{"item_id": "space-0", "ts": 1700000000}'),
+    "unknown_item": (b"u-bad", b'{"user_id": "u-bad", "item_id": "no-such-item", "ts": 1700000000}'),
+    "wrong_type": (b"u-bad", b'{"user_id": "u-bad", "item_id": "space-0", "ts": "yesterday"}'),
+    "unknown_event": (b"u-bad", b'{"user_id": "u-bad", "item_id": "space-0", "ts": 1700000000, "event": "zap"}'),
+    "key_mismatch": (b"someone-else", b'{"user_id": "u-bad", "item_id": "space-0", "ts": 1700000000}'),
+}
+
+
+def test_bad_input_goes_to_dead_letters_and_the_worker_keeps_going(pipeline: Pipeline) -> None:
+    bad_positions = pipeline.produce(pipeline.topics.clicks, list(BAD_CLICKS.values()))
+    oversize = json.dumps({"item_id": "huge", "title": "x" * 600}).encode()
+    [oversize_position] = pipeline.produce(pipeline.topics.items, [(b"huge", oversize)])
+    good = pipeline.click("grace", "cook-3", NOW_S + 400)
+
+    expected = {("clicks", p): reason for p, reason in zip(bad_positions, BAD_CLICKS, strict=True)}
+    expected[("items", oversize_position)] = "oversize"
+
+    def source(letter: dict) -> tuple[str, tuple[int, int]]:
+        kind = "clicks" if letter["source"]["topic"] == pipeline.topics.clicks else "items"
+        return kind, (letter["source"]["partition"], letter["source"]["offset"])
+
+    messages = pipeline.read(pipeline.topics.dead_letters,
+                             lambda ms: set(expected) <= {source(json.loads(m.value)) for m in ms})
+    letters = {source(json.loads(m.value)): json.loads(m.value) for m in messages}
+    for where, reason in expected.items():
+        assert letters[where]["reason"] == reason, (where, letters[where])
+        assert letters[where]["raw"] and letters[where]["error"]
+    assert pipeline.recommendations([good])[good], "the worker kept serving after bad input"
+    # input = output + dead letters, for the bad clicks: none of them produced a recommendation
+    recs = pipeline.read(pipeline.topics.recommendations, lambda ms: True)
+    assert not {_trigger(json.loads(m.value)) for m in recs} & set(bad_positions)
