@@ -121,6 +121,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
     run_worker(settings, stages=stages, worker_name=args.name, metrics_port=args.metrics_port)
 
 
+def cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+
+    from streams.replay import run_replay
+
+    return asyncio.run(run_replay(_settings(args), args.group, to_timestamp_s=None if args.to_earliest else args.to_timestamp,
+                                  rebuild_state=args.rebuild_state, dry_run=args.dry_run))
+
+
 def cmd_config(args: argparse.Namespace) -> dict[str, Any] | None:
     from streams.settings import settings_table_markdown
 
@@ -212,10 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-timestamp", type=float, help="float seconds since the epoch")
     target.add_argument("--to-earliest", action="store_true")
-    p.add_argument("--rebuild-state", action="store_true")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--rebuild-state", action="store_true",
+                   help="empty the user-state changelog and local stores so replayed clicks rebuild state")
+    p.add_argument("--dry-run", action="store_true", help="show the offset moves, change nothing")
     _common(p)
-    p.set_defaults(handler=_not_yet("replay", 4))
+    p.set_defaults(handler=cmd_replay)
 
     p = sub.add_parser("config", help="show the effective settings")
     p.add_argument("--markdown", action="store_true", help="print the README's settings table")

@@ -1,0 +1,154 @@
+"""``recstream replay``: move a worker group's input offsets back to re-emit or rebuild.
+
+Replaying is safe by design: a recommendation names its trigger (topic, partition,
+offset), so a re-emitted one is recognisably the same click's; and a click still in a
+user's recent window is a no-op for the state (``update_interest`` is idempotent on
+replays). Clicks older than that window would be counted twice, which is what
+``--rebuild-state`` is for: it empties the user-state changelog (DeleteRecords up to its
+end) and removes this machine's local table stores, so the replayed clicks rebuild every
+state from scratch. With ``--to-timestamp`` the rebuilt state holds only what happened
+since that time.
+
+Offsets can only be moved while the group has no members: stop the workers first.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.records_to_delete import RecordsToDelete
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.errors import RecstreamError
+from streams.settings import Settings
+
+STATE_TABLE = "user-state"
+
+
+class ReplayError(RecstreamError, RuntimeError):
+    """The group's offsets cannot be moved now (workers running, topic missing, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    group: str
+    moves: dict[TopicPartition, tuple[int | None, int]]  # tp -> (committed now, new offset)
+
+    def report(self) -> dict[str, dict[str, dict[str, int | None]]]:
+        out: dict[str, dict[str, dict[str, int | None]]] = {}
+        for tp, (old, new) in sorted(self.moves.items()):
+            out.setdefault(tp.topic, {})[str(tp.partition)] = {"from": old, "to": new}
+        return out
+
+
+def changelog_topic(group: str) -> str:
+    """faust names a table's changelog ``<app id>-<table>-changelog``."""
+    return f"{group}-{STATE_TABLE}-changelog"
+
+
+async def _members(admin: AIOKafkaAdminClient, group: str) -> int:
+    [response] = await admin.describe_consumer_groups([group])
+    for entry in response.groups:
+        # (error_code, group_id, state, protocol_type, protocol, members, ...)
+        if entry[1] == group:
+            return len(entry[5])
+    return 0
+
+
+async def _partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list[TopicPartition]:
+    out = []
+    for described in await admin.describe_topics(topics):
+        if described.get("error_code", 0):
+            raise ReplayError(f"topic {described.get('topic')!r} is not available (error {described['error_code']})")
+        out.extend(TopicPartition(described["topic"], p["partition"]) for p in described["partitions"])
+    return sorted(out)
+
+
+async def plan_replay(settings: Settings, group: str, *, to_timestamp_s: float | None) -> ReplayPlan:
+    """Where each input partition's committed offset is, and where it would go."""
+    kafka = settings.kafka
+    topics = [settings.topics.items, settings.topics.clicks, settings.topics.user_control]
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await _partitions(admin, topics)
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        if to_timestamp_s is None:
+            targets = await consumer.beginning_offsets(tps)
+        else:
+            found = await consumer.offsets_for_times({tp: int(to_timestamp_s * 1000) for tp in tps})
+            ends = await consumer.end_offsets(tps)
+            targets = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
+        moves = {}
+        for tp in tps:
+            meta = committed.get(tp)
+            old = meta.offset if meta is not None and meta.offset >= 0 else None
+            moves[tp] = (old, targets[tp])
+        return ReplayPlan(group=group, moves=moves)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def run_replay(settings: Settings, group: str, *, to_timestamp_s: float | None,
+                     rebuild_state: bool, dry_run: bool) -> dict[str, Any]:
+    """Plan, and unless ``dry_run`` apply, the replay; return a report."""
+    plan = await plan_replay(settings, group, to_timestamp_s=to_timestamp_s)
+    report: dict[str, Any] = {"group": group, "dry_run": dry_run, "rebuild_state": rebuild_state,
+                              "to": "earliest" if to_timestamp_s is None else to_timestamp_s,
+                              "offsets": plan.report()}
+    kafka = settings.kafka
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        members = await _members(admin, group)
+        if members and not dry_run:
+            raise ReplayError(f"group {group!r} has {members} active member(s): stop its workers, then replay")
+        if dry_run:
+            return report
+        consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(list(plan.moves))
+            await consumer.commit({tp: OffsetAndMetadata(new, "") for tp, (_, new) in plan.moves.items()})
+        finally:
+            await consumer.stop()
+        if rebuild_state:
+            report["state"] = await _empty_changelog(admin, settings, group)
+    finally:
+        await admin.close()
+    return report
+
+
+async def _empty_changelog(admin: AIOKafkaAdminClient, settings: Settings, group: str) -> dict[str, Any]:
+    topic = changelog_topic(group)
+    existing = set(await admin.list_topics())
+    deleted = 0
+    if topic in existing:
+        tps = await _partitions(admin, [topic])
+        consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        await admin.delete_records({tp: RecordsToDelete(before_offset=end) for tp, end in ends.items()})
+        deleted = sum(ends.values())
+    removed = _remove_local_stores(settings.data_dir, group)
+    return {"changelog": topic, "changelog_records_before": deleted, "local_stores_removed": removed}
+
+
+def _remove_local_stores(data_dir: Path, group: str) -> list[str]:
+    """faust keeps each worker's table store under ``<datadir>/<app id>-data``."""
+    removed = []
+    for store in sorted((data_dir / "workers").glob(f"*/{group}-data")):
+        shutil.rmtree(store)
+        removed.append(str(store))
+    return removed
