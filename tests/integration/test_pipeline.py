@@ -44,10 +44,31 @@ JAZZ = ["Live jazz trio plays bebop standards", "Saxophone solos of the swing er
 class Pipeline:
     """Producer + subscriber helpers over one worker's topics."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, metrics_port: int) -> None:
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, metrics_port: int, env: dict[str, str],
+                 log_path: Path) -> None:
         self.kafka = kafka
         self.topics = topics
         self.metrics_port = metrics_port
+        self.env = env
+        self.log_path = log_path
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def start_worker(self) -> None:
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(self.metrics_port)],
+            env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
+
+    def stop_worker(self) -> None:
+        if self.worker is None:
+            return
+        self.worker.terminate()
+        try:
+            self.worker.wait(30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+        if self.worker.returncode not in (0, -15):
+            print(self.log_path.read_text()[-5000:])
+        self.worker = None
 
     def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
         """Send records in order; return their (partition, offset)."""
@@ -98,7 +119,8 @@ class Pipeline:
 
         return asyncio.run(run())
 
-    def recommendations(self, triggers: list[tuple[int, int]]) -> dict[tuple[int, int], list[dict]]:
+    def recommendations(self, triggers: list[tuple[int, int]],
+                        timeout_s: float = 30.0) -> dict[tuple[int, int], list[dict]]:
         """The recommendations whose trigger is one of ``triggers`` (each may repeat)."""
         wanted = set(triggers)
 
@@ -106,7 +128,7 @@ class Pipeline:
             return wanted <= {_trigger(json.loads(m.value)) for m in messages}
 
         out: dict[tuple[int, int], list[dict]] = {}
-        for message in self.read(self.topics.recommendations, found):
+        for message in self.read(self.topics.recommendations, found, timeout_s=timeout_s):
             rec = json.loads(message.value)
             if _trigger(rec) in wanted:
                 out.setdefault(_trigger(rec), []).append(rec)
@@ -153,10 +175,8 @@ def pipeline(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
            "RECSTREAM_MODEL__DIR": str(model_dir), "RECSTREAM_LIMITS__MAX_TEXT_CHARS": "500",
            "RECSTREAM_RECOMMEND__K": "8", "PYTHONUNBUFFERED": "1",
            **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.model_dump().items()}}
-    log_path = work / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(metrics_port)],
-                              env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-    pipe = Pipeline(kafka, topics, metrics_port)
+    pipe = Pipeline(kafka, topics, metrics_port, env, work / "worker.log")
+    pipe.start_worker()
     try:
         items = {f"space-{n}": t for n, t in enumerate(SPACE)}
         items |= {f"cook-{n}": t for n, t in enumerate(COOKING)}
@@ -164,13 +184,7 @@ def pipeline(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory
         pipe.items(items)
         yield pipe
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        if worker.returncode not in (0, -15):
-            print(log_path.read_text()[-5000:])
+        pipe.stop_worker()
 
 
 def test_every_click_gets_one_recommendation_without_seen_items(pipeline: Pipeline) -> None:
@@ -261,3 +275,15 @@ def test_bad_input_goes_to_dead_letters_and_the_worker_keeps_going(pipeline: Pip
     # input = output + dead letters, for the bad clicks: none of them produced a recommendation
     recs = pipeline.read(pipeline.topics.recommendations, lambda ms: True)
     assert not {_trigger(json.loads(m.value)) for m in recs} & set(bad_positions)
+
+
+def test_a_restarted_worker_reopens_its_state(pipeline: Pipeline) -> None:
+    triggers = [pipeline.click("heidi", f"jazz-{n}", NOW_S + 500 + n) for n in range(3)]
+    pipeline.recommendations(triggers)
+    pipeline.stop_worker()
+    pipeline.start_worker()  # RocksDB store: local state reopens, the changelog tail is replayed
+    trigger = pipeline.click("heidi", "jazz-3", NOW_S + 510)
+    [rec] = pipeline.recommendations([trigger], timeout_s=120)[trigger]
+    ids = [i["item_id"] for i in rec["items"]]
+    assert not {"jazz-0", "jazz-1", "jazz-2", "jazz-3"} & set(ids), "the seen set survived the restart"
+    assert {b for i in rec["items"] for b in i["because"]} & {"jazz-0", "jazz-1", "jazz-2"}
