@@ -130,6 +130,14 @@ def cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
                                   rebuild_state=args.rebuild_state, dry_run=args.dry_run))
 
 
+def cmd_bench_latency(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.bench.latency import run_latency_bench
+
+    return run_latency_bench(_settings(args), rate=args.rate, seconds=args.seconds, items=args.items,
+                             broker=args.kind, bootstrap_servers=args.bootstrap_servers, mode=args.mode,
+                             plot_path=args.plot, progress=True)
+
+
 def cmd_config(args: argparse.Namespace) -> dict[str, Any] | None:
     from streams.settings import settings_table_markdown
 
@@ -212,9 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("latency", help="click -> recommendation latency beside a bare relay")
     p.add_argument("--rate", type=float, default=1000.0, help="clicks per second")
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
+    p.add_argument("--mode", choices=["rate", "saturation", "idle", "all"], default="rate",
+                   help="fixed rate; highest rate with p99 < 50 ms; one click after 60 s idle; or all")
+    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
+                   help="local broker to start (ignored with --bootstrap-servers)")
+    p.add_argument("--plot", type=Path, default=Path("bench-latency.png"), help="PNG of both latency CDFs")
     _common(p)
-    p.set_defaults(handler=_not_yet("bench latency", 5))
+    p.set_defaults(handler=cmd_bench_latency)
 
     p = sub.add_parser("replay", help="move a consumer group's offsets to rebuild state or re-emit")
     p.add_argument("--group", required=True)

@@ -1,0 +1,42 @@
+"""`recstream bench latency` end to end, short: every click gets its recommendation.
+
+A smoke run of the real benchmark (worker subprocess, sender and relay processes) on the
+session broker. It checks the report's shape and accounting, never the latency figures:
+targets are measured by benchmarks, not by timed tests (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.bench.latency import run_latency_bench
+from streams.brokers import LocalBroker
+from streams.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+SUMMARY_KEYS = {"p50", "p90", "p99", "p999", "max"}
+
+
+def test_short_bench_accounts_for_every_click(kafka_broker: LocalBroker, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", state={"store": "memory"}, index={"kind": "edge"})
+    plot = tmp_path / "latency.png"
+
+    report = run_latency_bench(settings, rate=50, seconds=3, items=2000, mode="rate", burn_in_s=1.0,
+                               bootstrap_servers=kafka_broker.bootstrap_servers, plot_path=plot,
+                               progress=False, keep_dir=tmp_path / "bench")
+
+    assert {"rate", "items", "seconds", "broker", "pipeline_ms", "relay_ms", "ratio_p99", "throughput",
+            "missing", "late_sends"} <= set(report)
+    assert (report["rate"], report["items"], report["seconds"]) == (50, 2000, 3)
+    for key in ("pipeline_ms", "relay_ms"):
+        summary = report[key]
+        assert set(summary) == SUMMARY_KEYS
+        assert 0 < summary["p50"] <= summary["p99"] <= summary["max"]
+    assert report["missing"] == {"pipeline": 0, "relay": 0, "pipeline_dead_letters": 0, "send_failures": 0}
+    assert report["ratio_p99"] > 0
+    assert report["throughput"]["pipeline_clicks_s"] > 0 and report["throughput"]["relay_clicks_s"] > 0
+    assert report["diagnostics"]["pipeline"]["sent"] == 150
+    assert plot.stat().st_size > 0
