@@ -44,10 +44,11 @@ class KafkaSettings(_Section):
     ssl_certfile: Path | None = Field(None, description="Client certificate for SSL.")
     ssl_keyfile: Path | None = Field(None, description="Client key for SSL.")
     fetch_max_wait_ms: int = Field(
-        5,
+        50,
         ge=0,
-        description="Longest time a fetch waits for data. Low for latency "
-        "(faust hard-codes 1500 ms; recstream overrides it).",
+        description="Longest time a fetch waits for data (faust hard-codes 1500 ms; recstream "
+        "overrides it). Apache Kafka answers as soon as data arrives, so this bounds only idle "
+        "polling; brokers that hold every fetch for the full wait (Tansu) add it to latency.",
     )
     linger_ms: int = Field(0, ge=0, description="Producer batching delay; 0 sends at once.")
     consumer_extra: dict[str, Any] = Field(
