@@ -12,20 +12,13 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streams.errors import RecstreamError
+from streams.errors import ConfigError, RecstreamError
 
 log = logging.getLogger("recstream")
-
-Handler = Callable[[argparse.Namespace], "dict[str, Any] | None"]
-
-
-class NotYetError(RecstreamError, NotImplementedError):
-    """A subcommand that is designed but not built yet."""
-
 
 def _settings(args: argparse.Namespace) -> Any:
     """Settings from CLI flags over environment over defaults (the one place it is built)."""
@@ -52,13 +45,6 @@ def _settings(args: argparse.Namespace) -> Any:
         else:
             merged[key] = value
     return Settings(**merged)
-
-
-def _not_yet(what: str, issue: int) -> Handler:
-    def handler(args: argparse.Namespace) -> None:
-        raise NotYetError(f"`recstream {what}` is not built yet (tracked in issue #{issue})")
-
-    return handler
 
 
 # --------------------------------------------------------------------------- handlers
@@ -138,6 +124,14 @@ def cmd_bench_latency(args: argparse.Namespace) -> dict[str, Any]:
                              plot_path=args.plot, progress=True)
 
 
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.eval import eval_command
+
+    if (args.items is None) != (args.clicks is None):
+        raise ConfigError("--items and --clicks go together (or use --dataset ml-100k)")
+    return eval_command(_settings(args), args.dataset, args.items, args.clicks, args.limit, args.k, args.plot)
+
+
 def cmd_config(args: argparse.Namespace) -> dict[str, Any] | None:
     from streams.settings import settings_table_markdown
 
@@ -207,9 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=Path, help="items JSONL (bring your own data)")
     p.add_argument("--clicks", type=Path, help="clicks JSONL (bring your own data)")
     p.add_argument("--limit", type=int, help="first N clicks only")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=10, help="list length and metric cut-off")
+    p.add_argument("--plot", type=Path, default=Path("eval-ndcg.png"), help="PNG of NDCG@k over time")
     _common(p)
-    p.set_defaults(handler=_not_yet("eval", 5))
+    p.set_defaults(handler=cmd_eval)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = bench.add_parser("encoder", help="torch eager vs onnxruntime items/s")
