@@ -236,6 +236,8 @@ def _decode(raw: bytes, record_type: type[R], limits: RecordLimits) -> R:
         )
     try:
         return _decoder(record_type).decode(raw)
+    except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
+        raise RecordDecodeError(DecodeReason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
     except msgspec.ValidationError as exc:
         raise _diagnose(raw, exc) from None
     except msgspec.DecodeError as exc:

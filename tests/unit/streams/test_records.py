@@ -44,6 +44,7 @@ def reason_of(fn, raw: bytes, **kw) -> tuple[DecodeReason, str | None]:
     ("raw", "reason", "field"),
     [
         (b"\xff\xfe", DecodeReason.NOT_UTF8, None),
+        (b'{"user_id": "\xff"}', DecodeReason.NOT_UTF8, None),  # found by Hypothesis
         (b"not json", DecodeReason.NOT_JSON, None),
         (b"", DecodeReason.NOT_JSON, None),
         (b"[1, 2]", DecodeReason.NOT_OBJECT, None),
