@@ -75,12 +75,19 @@ class RankParams:
     multi_source_bonus: float = 0.05
     exposure_penalty: float = 0.05
     max_because: int = 2
+    fusion: str = "max"
+
+    # fusion: "max" keeps an item's best (source, relevance); "sum" adds the relevance of
+    # every source that offered it (a linear blend of the signals; the reported source is
+    # the largest contributor). multi_source_bonus applies in both.
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.diversity <= 1.0:
             raise ConfigError(f"diversity must lie in [0, 1], got {self.diversity}")
         if self.max_because < 0:
             raise ConfigError(f"max_because must be >= 0, got {self.max_because}")
+        if self.fusion not in ("max", "sum"):
+            raise ConfigError(f"fusion must be 'max' or 'sum', got {self.fusion!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +208,7 @@ def rank(
 
     # ---- 2. blend and merge duplicates
     best: dict[str, tuple[float, str]] = {}  # item -> (relevance, source)
+    per_source: dict[str, dict[str, float]] = {}  # item -> source -> best relevance
     sources: dict[str, set[str]] = {}
     vectors: dict[str, np.ndarray] = {}
     reasons: dict[str, list[str]] = {}
@@ -212,6 +220,8 @@ def rank(
             prev = best.get(c.item_id)
             if prev is None or rel > prev[0]:
                 best[c.item_id] = (rel, source)
+            offers = per_source.setdefault(c.item_id, {})
+            offers[source] = max(rel, offers.get(source, -math.inf))  # a source's best offer
             sources.setdefault(c.item_id, set()).add(source)
             if c.vector is not None and c.item_id not in vectors:
                 vectors[c.item_id] = np.asarray(c.vector).reshape(-1)
@@ -220,8 +230,13 @@ def rank(
                 r.extend(b for b in c.because if b not in r)
 
     ids = list(best)
+    if params.fusion == "sum":
+        base = {i: sum(per_source[i].values()) for i in ids}
+        best = {i: (best[i][0], max(per_source[i].items(), key=lambda sr: (sr[1], sr[0]))[0]) for i in ids}
+    else:
+        base = {i: b[0] for i, b in best.items()}
     relevance = np.array(
-        [best[i][0] + params.multi_source_bonus * (len(sources[i]) - 1) for i in ids],
+        [base[i] + params.multi_source_bonus * (len(sources[i]) - 1) for i in ids],
         dtype=np.float64,
     )
     if exposure and params.exposure_penalty:

@@ -18,7 +18,9 @@ Streaming use (workers): ``observe`` then ``recommend`` on the new state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import numpy as np
 
@@ -75,16 +77,32 @@ class ItemCatalog:
         return None if info is None else info.vector
 
 
+#: Ranking as tuned on ml-100k with ``recstream eval`` (prequential NDCG@10; first 10k
+#: clicks: 0.0257 with plain RankParams(), 0.0639 with these; covisit baseline 0.0592;
+#: all 100k clicks: 0.0778 vs covisit 0.0763 and popularity 0.0384).
+#: Co-visitation is the strongest next-click signal there, popularity a solid prior and
+#: title/genre similarity a weak one, so every candidate is scored by all three
+#: (``cross_score``) and the scores are summed (``fusion="sum"``) rather than maxed.
+TUNED_RANK = RankParams(
+    diversity=0.1,
+    source_weights=MappingProxyType({"interest": 0.1, "session": 0.1, "covisit": 1.0, "trending": 0.4}),
+    multi_source_bonus=0.0,
+    exposure_penalty=0.0,
+    fusion="sum",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RecommenderParams:
     interest: InterestParams = field(default_factory=InterestParams)
-    rank: RankParams = field(default_factory=RankParams)
+    rank: RankParams = TUNED_RANK
     covisit: CovisitParams = field(default_factory=CovisitParams)
     trending: TrendingParams = field(default_factory=TrendingParams)
     k: int = 10
     candidates_per_source: int = 50
     max_interest_queries: int = 3
     exposure_half_life_s: float = 3_600.0
+    cross_score: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RecommenderParams:
@@ -97,7 +115,7 @@ class RecommenderParams:
                 session_half_life_s=s.session_half_life_s,
                 merge_threshold=s.merge_threshold,
             ),
-            rank=RankParams(diversity=r.diversity),
+            rank=replace(TUNED_RANK, diversity=r.diversity),
             k=r.k,
             candidates_per_source=r.candidates_per_source,
         )
@@ -154,12 +172,16 @@ class Recommender:
             self.trending.observe(click.item_id, click.ts_s, weight)
         return new
 
-    def candidates(self, state: UserState | None, now_s: float) -> list[Candidate]:
-        """Every generator's offers for this user, seen items already dropped."""
+    def candidates(self, state: UserState | None, now_s: float, *,
+                   exclude: AbstractSet[str] = frozenset()) -> list[Candidate]:
+        """Every generator's offers for this user, seen (and ``exclude``d) items already dropped."""
         p = self.params
         n = p.candidates_per_source
         seen = seen_items(state) if state is not None else frozenset()
+        if exclude:
+            seen = seen | exclude
         out: list[Candidate] = []
+        queries: list[tuple[np.ndarray, float]] = []
         if state is not None:
             queries = active_interests(state, now_s, p.interest, max_n=p.max_interest_queries)
             sources = ["interest"] * len(queries)
@@ -167,7 +189,7 @@ class Recommender:
             if session is not None:
                 queries.append(session)
                 sources.append("session")
-            if queries and self.index.count():
+            if queries and len(self.catalog):  # the catalog mirrors the index; an exact count costs ~15 ms at 100k
                 top_w = max(w for _, w in queries)
                 hits = self.index.search_batch(np.stack([v for v, _ in queries]), n, exclude=seen)
                 for (_, w), source, row in zip(queries, sources, hits, strict=True):
@@ -182,11 +204,54 @@ class Recommender:
             vector = self.catalog.vector(item_id)
             if vector is not None:
                 out.append(Candidate(item_id, score, "trending", vector))
+        if p.cross_score and out:
+            out.extend(self._cross_scores(out, queries if state is not None else [], now_s))
         return out
 
-    def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True) -> list[RankedItem]:
-        """The ranked, explained list for this user now."""
-        candidates = self.candidates(state, now_s)
+    def _cross_scores(self, offered: list[Candidate], queries: list[tuple[np.ndarray, float]],
+                      now_s: float) -> list[Candidate]:
+        """Score every offered item by the signals of the generators that did not offer it.
+
+        A generator returns only its own top list, so an item co-visited with the user's
+        recent items is blind to its popularity and to the user's interests unless those
+        generators offered it too. Scoring the union under every signal turns the blend into
+        a linear model over all of them (with ``fusion="sum"``).
+        """
+        by_source: dict[str, set[str]] = {}
+        vectors: dict[str, np.ndarray] = {}
+        for c in offered:
+            by_source.setdefault(c.source, set()).add(c.item_id)
+            if c.vector is not None:
+                vectors.setdefault(c.item_id, c.vector)
+        extra: list[Candidate] = []
+        for item_id, vector in vectors.items():
+            if item_id not in by_source.get("trending", ()):
+                score = self.trending.score(item_id, now_s)
+                if score > 0:
+                    extra.append(Candidate(item_id, score, "trending", vector))
+        if queries:
+            ids = [i for i in vectors if i not in by_source.get("interest", ())]
+            if ids:
+                top_w = max(w for _, w in queries)
+                shares = np.array([w / top_w for _, w in queries], dtype=np.float32)
+                q = np.stack([v for v, _ in queries])  # (m, dim)
+                sims = (np.stack([vectors[i] for i in ids]) @ q.T) * shares  # (n, m)
+                best = sims.max(axis=1).tolist()
+                extra.extend(Candidate(i, s, "interest", vectors[i]) for i, s in zip(ids, best) if s > 0)
+        return extra
+
+    def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
+                  exclude: AbstractSet[str] = frozenset()) -> list[RankedItem]:
+        """The ranked, explained list for this user now.
+
+        Args:
+            state: the user's state (None: a user never seen).
+            now_s: query time.
+            record_exposure: count the returned items as shown (exposure penalty).
+            exclude: item ids never to return besides the state's seen set (eval passes
+                every item the user ever clicked; the state remembers only the recent ones).
+        """
+        candidates = self.candidates(state, now_s, exclude=exclude)
         if not candidates:
             return []
         recent = []
