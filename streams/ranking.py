@@ -4,8 +4,10 @@ Steps (all vectorised numpy, O(candidates x (recent + k)), never O(catalogue)):
 
 1. **Normalise per source.** Generators score on different scales (ANN cosine, co-visit
    probability, decayed popularity), so each source's scores are mapped to ``[0, 1]``:
-   ``(s - lo) / (hi - lo)`` with ``lo = min(0, min s)`` and ``hi = max s`` (for non-negative
-   scores: ``s / max s``; a source whose scores are all equal maps to 1).
+   ``(s - lo) / (hi - lo)`` with ``lo = min(0, min s)`` and ``hi = max(max s, floor)`` (for
+   non-negative scores: ``s / max s``; a source whose scores are all equal maps to 1). The
+   per-source ``score_floors`` keep thin evidence thin: without one, a single click in the
+   crowd would be "the most trending item" at full weight.
 2. **Blend and merge.** ``relevance = source_weight[source] * normalised``. An item offered by
    several sources keeps its best (source, relevance) and gains ``multi_source_bonus`` per
    extra source that agrees.
@@ -67,6 +69,8 @@ class RankParams:
         multi_source_bonus: added per extra generator that offered the same item.
         exposure_penalty: multiplies the caller's ``exposure`` before subtracting it.
         max_because: reasons per item.
+        score_floors: per source, the raw score that counts as full strength at the least
+            (the normaliser is ``max(max score, floor)``).
     """
 
     diversity: float = 0.3
@@ -76,6 +80,7 @@ class RankParams:
     exposure_penalty: float = 0.05
     max_because: int = 2
     fusion: str = "max"
+    score_floors: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     # fusion: "max" keeps an item's best (source, relevance); "sum" adds the relevance of
     # every source that offered it (a linear blend of the signals; the reported source is
@@ -164,9 +169,9 @@ def cosine_top(query: np.ndarray, vectors: np.ndarray, n: int) -> list[tuple[int
     return [(int(i), float(sims[i])) for i in order]
 
 
-def _source_norm(scores: np.ndarray) -> np.ndarray:
+def _source_norm(scores: np.ndarray, floor: float = 0.0) -> np.ndarray:
     lo = min(0.0, float(scores.min()))
-    hi = float(scores.max())
+    hi = max(float(scores.max()), floor)
     if not hi > lo:
         return np.ones_like(scores)
     return (scores - lo) / (hi - lo)
@@ -214,7 +219,8 @@ def rank(
     reasons: dict[str, list[str]] = {}
     for source in sorted(by_source):
         group = by_source[source]
-        norm = _source_norm(np.array([c.score for c in group], dtype=np.float64))
+        norm = _source_norm(np.array([c.score for c in group], dtype=np.float64),
+                            params.score_floors.get(source, 0.0))
         weight = params.source_weights.get(source, params.default_source_weight)
         for c, rel in zip(group, (weight * norm).tolist()):
             prev = best.get(c.item_id)

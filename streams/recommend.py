@@ -83,12 +83,16 @@ class ItemCatalog:
 #: Co-visitation is the strongest next-click signal there, popularity a solid prior and
 #: title/genre similarity a weak one, so every candidate is scored by all three
 #: (``cross_score``) and the scores are summed (``fusion="sum"``) rather than maxed.
+#: Popularity counts at full weight only from 5 (decayed) clicks up: on a cold catalogue a
+#: stranger's single click must not outrank a user's own interest (ml-100k NDCG is the
+#: same with a floor of 3, 0.0631 with 5, 0.0620 with 10).
 TUNED_RANK = RankParams(
     diversity=0.1,
     source_weights=MappingProxyType({"interest": 0.1, "session": 0.1, "covisit": 1.0, "trending": 0.4}),
     multi_source_bonus=0.0,
     exposure_penalty=0.0,
     fusion="sum",
+    score_floors=MappingProxyType({"trending": 5.0}),
 )
 
 

@@ -99,9 +99,10 @@ class _Oracle:
 
 
 def test_a_model_never_sees_the_click_it_must_predict():
-    # Every click is on a fresh item: only a model that saw the click could predict it.
+    # Every click is a fresh user's on a fresh item: with no history to match and no crowd
+    # behind the item, only a model that saw the click could predict it.
     items = [ItemEvent(item_id=f"i{j}") for j in range(30)]
-    clicks = [Click(user_id=f"u{j % 3}", item_id=f"i{j}", ts_s=float(j)) for j in range(30)]
+    clicks = [Click(user_id=f"u{j}", item_id=f"i{j}", ts_s=float(j)) for j in range(30)]
     ds = Dataset(name="fresh", items=items, clicks=clicks)
     rng = np.random.default_rng(1)
     oracle = _Oracle()

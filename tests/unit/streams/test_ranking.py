@@ -142,3 +142,15 @@ def test_helpers():
     top = cosine_top(np.array([1.0, 0.0]), np.array([[0.0, 1.0], [2.0, 0.0], [1.0, 0.0]]), 2)
     assert [i for i, _ in top] == [1, 2] and top[0][1] == pytest.approx(1.0)
     assert cosine_top(np.array([1.0]), np.zeros((0, 1)), 3) == []
+
+
+def test_a_score_floor_keeps_thin_evidence_thin():
+    cands = [Candidate("once", 1.0, "trending", E[0]), Candidate("match", 0.6, "interest", E[1])]
+    weights = {"interest": 0.1, "trending": 0.4}
+    plain = RankParams(diversity=0.0, source_weights=weights)
+    floored = RankParams(diversity=0.0, source_weights=weights, score_floors={"trending": 5.0})
+    assert rank(cands, recent=[], k=1, params=plain)[0].item_id == "once"
+    assert rank(cands, recent=[], k=1, params=floored)[0].item_id == "match"
+    # evidence at or above the floor is full strength again
+    strong = [Candidate("crowd", 50.0, "trending", E[0]), cands[1]]
+    assert rank(strong, recent=[], k=1, params=floored)[0].item_id == "crowd"

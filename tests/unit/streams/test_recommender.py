@@ -1,0 +1,56 @@
+"""Recommender over a numpy index: one user's clear interest beats a stranger's lone click."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streams.index.memory import MemoryIndex
+from streams.recommend import ItemCatalog, ItemInfo, Recommender
+from streams.records import Click
+
+DIM = 8
+NOW = 1_700_000_000.0
+
+
+def _topic_vectors(rng: np.random.Generator, axis: int, n: int) -> np.ndarray:
+    v = np.zeros((n, DIM), dtype=np.float32)
+    v[:, axis] = 1.0
+    v += 0.15 * rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _recommender() -> Recommender:
+    rng = np.random.default_rng(7)
+    rec = Recommender(index=MemoryIndex(DIM), catalog=ItemCatalog())
+    for axis, topic in enumerate(["space", "cook"]):
+        ids = [f"{topic}-{n}" for n in range(5)]
+        vecs = _topic_vectors(rng, axis, 5)
+        rec.upsert_items(ids, vecs, [ItemInfo(vector=v) for v in vecs])
+    return rec
+
+
+def _click(user: str, item: str, ts: float) -> Click:
+    return Click(user_id=user, item_id=item, ts_s=ts, event="click")
+
+
+def test_a_users_own_interest_outranks_a_strangers_single_click():
+    rec = _recommender()
+    alice = bob = None
+    for n, (user, item) in enumerate([("alice", "space-0"), ("bob", "cook-0"), ("alice", "space-1"),
+                                      ("bob", "cook-1"), ("alice", "space-2")]):
+        if user == "alice":
+            alice = rec.observe(alice, _click(user, item, NOW + n))
+        else:
+            bob = rec.observe(bob, _click(user, item, NOW + n))
+    top = rec.recommend(alice, NOW + 5)
+    assert top[0].item_id.startswith("space-")
+    assert top[0].because and set(top[0].because) <= {"space-0", "space-1", "space-2"}
+    assert not {r.item_id for r in top} & {"space-0", "space-1", "space-2"}
+
+
+def test_a_new_user_gets_what_the_crowd_clicks():
+    rec = _recommender()
+    for n in range(3):
+        rec.observe(None, _click(f"u{n}", "cook-3", NOW + n))
+    top = rec.recommend(None, NOW + 5)
+    assert [r.item_id for r in top] == ["cook-3"] and top[0].source == "trending"
