@@ -202,57 +202,73 @@ def rank(
     """
     if k <= 0:
         return []
-    # ---- 1. per-source normalisation (non-finite scores are dropped)
-    by_source: dict[str, list[Candidate]] = {}
+    # ---- 1. index items and sources in one pass (excluded and non-finite offers dropped)
+    slot: dict[str, int] = {}  # item_id -> row
+    ids: list[str] = []
+    first_vector: list[np.ndarray | None] = []  # from the first source by name that has one
+    vector_source: list[str] = []
+    reasons: dict[str, list[str]] = {}
+    source_col: dict[str, int] = {}
+    offer_row: list[int] = []
+    offer_col: list[int] = []
+    offer_score: list[float] = []
     for c in candidates:
         if c.item_id in exclude or not math.isfinite(c.score):
             continue
-        by_source.setdefault(c.source, []).append(c)
-    if not by_source:
+        row = slot.get(c.item_id)
+        if row is None:
+            row = slot[c.item_id] = len(ids)
+            ids.append(c.item_id)
+            first_vector.append(c.vector)
+            vector_source.append(c.source)
+        elif c.vector is not None and (first_vector[row] is None or c.source < vector_source[row]):
+            first_vector[row] = c.vector
+            vector_source[row] = c.source
+        offer_row.append(row)
+        offer_col.append(source_col.setdefault(c.source, len(source_col)))
+        offer_score.append(c.score)
+        if c.because:
+            r = reasons.setdefault(c.item_id, [])
+            r.extend(b for b in c.because if b not in r)
+    if not ids:
         return []
 
-    # ---- 2. blend and merge duplicates
-    best: dict[str, tuple[float, str]] = {}  # item -> (relevance, source)
-    per_source: dict[str, dict[str, float]] = {}  # item -> source -> best relevance
-    sources: dict[str, set[str]] = {}
-    vectors: dict[str, np.ndarray] = {}
-    reasons: dict[str, list[str]] = {}
-    for source in sorted(by_source):
-        group = by_source[source]
-        norm = _source_norm(np.array([c.score for c in group], dtype=np.float64),
-                            params.score_floors.get(source, 0.0))
-        weight = params.source_weights.get(source, params.default_source_weight)
-        for c, rel in zip(group, (weight * norm).tolist()):
-            prev = best.get(c.item_id)
-            if prev is None or rel > prev[0]:
-                best[c.item_id] = (rel, source)
-            offers = per_source.setdefault(c.item_id, {})
-            offers[source] = max(rel, offers.get(source, -math.inf))  # a source's best offer
-            sources.setdefault(c.item_id, set()).add(source)
-            if c.vector is not None and c.item_id not in vectors:
-                vectors[c.item_id] = np.asarray(c.vector).reshape(-1)
-            if c.because:
-                r = reasons.setdefault(c.item_id, [])
-                r.extend(b for b in c.because if b not in r)
-
-    ids = list(best)
+    # ---- 2. per-source normalisation and weights, then one (item x source) relevance matrix
+    names = sorted(source_col, key=source_col.__getitem__)  # column -> source name
+    rows = np.array(offer_row, dtype=np.intp)
+    cols = np.array(offer_col, dtype=np.intp)
+    scores = np.array(offer_score, dtype=np.float64)
+    rel = np.empty_like(scores)
+    for col, name in enumerate(names):
+        mask = cols == col
+        weight = params.source_weights.get(name, params.default_source_weight)
+        rel[mask] = weight * _source_norm(scores[mask], params.score_floors.get(name, 0.0))
+    matrix = np.full((len(ids), len(names)), -np.inf)
+    np.maximum.at(matrix, (rows, cols), rel)  # a source's best offer per item
+    offered = np.isfinite(matrix)
+    by_name = sorted(range(len(names)), key=names.__getitem__)
+    ordered = matrix[:, by_name]
     if params.fusion == "sum":
-        base = {i: sum(per_source[i].values()) for i in ids}
-        best = {i: (best[i][0], max(per_source[i].items(), key=lambda sr: (sr[1], sr[0]))[0]) for i in ids}
+        base = np.where(offered, matrix, 0.0).sum(axis=1)
+        # the reported source is the largest contributor; ties: the last name
+        winner = len(by_name) - 1 - np.argmax(ordered[:, ::-1], axis=1)
     else:
-        base = {i: b[0] for i, b in best.items()}
-    relevance = np.array(
-        [base[i] + params.multi_source_bonus * (len(sources[i]) - 1) for i in ids],
-        dtype=np.float64,
-    )
+        base = matrix.max(axis=1)
+        winner = np.argmax(ordered, axis=1)  # ties: the first name
+    best_source = [names[by_name[w]] for w in winner.tolist()]
+    relevance = base + params.multi_source_bonus * (offered.sum(axis=1) - 1)
+
+    # ---- 3. exposure penalty
     if exposure and params.exposure_penalty:
         relevance -= params.exposure_penalty * np.array(
             [float(exposure.get(i, 0.0)) for i in ids], dtype=np.float64
         )
     # Deterministic candidate order: relevance desc, then item_id; argmax takes the first.
-    rel_list = relevance.tolist()
-    order = sorted(range(len(ids)), key=lambda j: (-rel_list[j], ids[j]))
-    ids = [ids[j] for j in order]
+    order = np.lexsort((np.array(ids), -relevance))
+    ids = [ids[j] for j in order.tolist()]
+    best_source = [best_source[j] for j in order.tolist()]
+    vectors = {i: np.asarray(first_vector[j]).reshape(-1) for i, j in zip(ids, order.tolist())
+               if first_vector[j] is not None}
     relevance = relevance[order]
 
     # ---- 4. MMR over unit vectors (missing vectors are zero rows: similar to nothing)
@@ -280,7 +296,7 @@ def rank(
     picked = [j for j, _ in picks]
     because = _because([ids[j] for j in picked], mat[picked], reasons, recent, dim, params)
     out = [
-        RankedItem(item_id=ids[j], score=score, because=because[pos], source=best[ids[j]][1])
+        RankedItem(item_id=ids[j], score=score, because=because[pos], source=best_source[j])
         for pos, (j, score) in enumerate(picks)
     ]
     out.sort(key=lambda r: (-r.score, r.item_id))  # only reorders exact ties

@@ -103,7 +103,7 @@ class RecommenderParams:
     covisit: CovisitParams = field(default_factory=CovisitParams)
     trending: TrendingParams = field(default_factory=TrendingParams)
     k: int = 10
-    candidates_per_source: int = 50
+    candidates_per_source: int = 20
     ann_candidates: int = 20  # per ANN query: each costs ~0.5 ms at 100k items (HNSW)
     max_interest_queries: int = 2  # + the session query: ~3 HNSW queries per click
     exposure_half_life_s: float = 3_600.0

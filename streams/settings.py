@@ -185,7 +185,11 @@ class StateSettings(_Section):
 
 class RecommendSettings(_Section):
     k: int = Field(10, ge=1, le=1000, description="Items per recommendation.")
-    candidates_per_source: int = Field(50, ge=1, description="Candidates fetched from each source.")
+    candidates_per_source: int = Field(
+        20, ge=1,
+        description="Co-visitation and trending candidates per click (ml-100k NDCG@10 is flat from 20 to 50; "
+                    "ranking cost grows with it).",
+    )
     diversity: float = Field(
         0.1, ge=0, le=1,
         description="MMR trade-off: 0 = pure relevance, 1 = pure diversity (0.1 is best on ml-100k).",
