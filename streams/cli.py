@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole pipeline locally on MovieLens-100k")
     p.add_argument("--events", type=int, default=5000, help="clicks to stream (default 5000)")
-    p.add_argument("--rate", type=float, default=500.0, help="clicks per second (default 500)")
+    p.add_argument("--rate", type=float, default=100.0,
+                   help="clicks per second (default 100: on 2 cores the demo, broker and worker share "
+                        "the CPU and the worker saturates near 200/s; see `recstream bench latency`)")
     p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
                    help="Apache Kafka (needs Java + Maven) or Tansu (no JVM); auto prefers Kafka")
     _common(p)

@@ -175,7 +175,7 @@ def _show(dataset: Dataset, clicks: list[Click], outcome: Outcome, users: int = 
         console.print(table)
 
 
-def run_demo(settings: Settings, *, events: int, broker_kind: BrokerKind = "auto", rate: float = 500.0) -> dict:
+def run_demo(settings: Settings, *, events: int, broker_kind: BrokerKind = "auto", rate: float = 100.0) -> dict:
     """Run the demo end to end; return the contract's report."""
     work = Path(tempfile.mkdtemp(prefix="recstream-demo-"))
     console.rule("recstream demo")
