@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from encoders.errors import ModelDirError, ProviderError
-from encoders.item_encoder import ItemEncoder, choose_variant
+from encoders.item_encoder import SUB_BATCH, ItemEncoder, choose_variant
 from encoders.manifest import load_manifest
 from encoders.session import CPU_PROVIDER, CUDA_PROVIDER, create_session
 
@@ -65,6 +65,17 @@ def test_encode_shapes_and_norms(tiny_export: tuple[Path, dict[str, Any]]) -> No
     np.testing.assert_allclose(alone[0], vectors[0], atol=1e-5)
     with pytest.raises(TypeError):
         encoder.encode("a single string")  # type: ignore[arg-type]
+
+
+def test_length_sorted_sub_batches_keep_the_callers_order(tiny_export: tuple[Path, dict[str, Any]]) -> None:
+    encoder = ItemEncoder.load(tiny_export[0], device="cpu", threads=1, variant="fp32")
+    # Longer than a sub-batch, lengths shuffled: every row must be its own text's vector.
+    texts = [("word " * ((7 * n) % 40)) + f"item {n}" for n in range(SUB_BATCH[CPU_PROVIDER] * 2 + 5)]
+    batched = encoder.encode(texts)
+    one_by_one = np.concatenate([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    feeds = encoder.tokenize(texts[:3])  # the padded view a parity check feeds to torch
+    assert feeds["input_ids"].shape == feeds["attention_mask"].shape == (3, feeds["attention_mask"].sum(1).max())
 
 
 def test_unverified_fp16_is_never_chosen_on_cpu(tiny_export: tuple[Path, dict[str, Any]]) -> None:
