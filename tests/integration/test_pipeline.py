@@ -52,10 +52,12 @@ class Pipeline:
         self.env = env
         self.log_path = log_path
         self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_args: list[str] = []
 
     def start_worker(self) -> None:
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(self.metrics_port)],
+            [sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(self.metrics_port),
+             *self.worker_args],
             env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
 
     def stop_worker(self) -> None:
@@ -158,30 +160,38 @@ def _trigger(rec: dict) -> tuple[int, int]:
     return rec["trigger"]["partition"], rec["trigger"]["offset"]
 
 
-@pytest.fixture(scope="module")
-def pipeline(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def _new_pipeline(broker: LocalBroker, work: Path, *, partitions: int = 2) -> Pipeline:
+    """Fresh topics and a worker environment (the worker is not started)."""
     model_dir = ensure_model(Settings())  # the real default encoder, exported once and cached
     suffix = uuid.uuid4().hex[:8]
     topics = TopicSettings(items=f"items-{suffix}", clicks=f"clicks-{suffix}",
                            user_control=f"user-control-{suffix}", item_vectors=f"item-vectors-{suffix}",
                            recommendations=f"recommendations-{suffix}", dead_letters=f"dead-letters-{suffix}",
-                           partitions=2)
-    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers)
+                           partitions=partitions)
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
     asyncio.run(ensure_topics(kafka, topics))
-    work = tmp_path_factory.mktemp("worker")
     metrics_port = free_port()
     env = {**os.environ, "RECSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "RECSTREAM_APP_ID": f"recstream-test-{suffix}", "RECSTREAM_DATA_DIR": str(work),
            "RECSTREAM_MODEL__DIR": str(model_dir), "RECSTREAM_LIMITS__MAX_TEXT_CHARS": "500",
            "RECSTREAM_RECOMMEND__K": "8", "PYTHONUNBUFFERED": "1",
            **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.model_dump().items()}}
-    pipe = Pipeline(kafka, topics, metrics_port, env, work / "worker.log")
+    return Pipeline(kafka, topics, metrics_port, env, work / "worker.log")
+
+
+def _topic_items() -> dict[str, str]:
+    items = {f"space-{n}": t for n, t in enumerate(SPACE)}
+    items |= {f"cook-{n}": t for n, t in enumerate(COOKING)}
+    items |= {f"jazz-{n}": t for n, t in enumerate(JAZZ)}
+    return items
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("worker"))
     pipe.start_worker()
     try:
-        items = {f"space-{n}": t for n, t in enumerate(SPACE)}
-        items |= {f"cook-{n}": t for n, t in enumerate(COOKING)}
-        items |= {f"jazz-{n}": t for n, t in enumerate(JAZZ)}
-        pipe.items(items)
+        pipe.items(_topic_items())
         yield pipe
     finally:
         pipe.stop_worker()
@@ -287,3 +297,38 @@ def test_a_restarted_worker_reopens_its_state(pipeline: Pipeline) -> None:
     ids = [i["item_id"] for i in rec["items"]]
     assert not {"jazz-0", "jazz-1", "jazz-2", "jazz-3"} & set(ids), "the seen set survived the restart"
     assert {b for i in rec["items"] for b in i["because"]} & {"jazz-0", "jazz-1", "jazz-2"}
+
+
+def test_two_workers_share_the_partitions(kafka_broker: LocalBroker,
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A second worker (index + recommend only) rebuilds its replica and takes half the clicks."""
+    first = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("first"))
+    second_dir = tmp_path_factory.mktemp("second")
+    second = Pipeline(first.kafka, first.topics, free_port(),
+                      {**first.env, "RECSTREAM_DATA_DIR": str(second_dir)}, second_dir / "worker.log")
+    second.worker_args = ["--stages", "index,recommend", "--name", "w1"]
+    first.start_worker()
+    try:
+        first.items(_topic_items())
+        second.start_worker()
+        users = [f"user-{n}" for n in range(12)]  # keys spread over both partitions
+        deadline = time.monotonic() + 120
+        while second.metric("recstream_clicks_total") == 0:  # the group has rebalanced onto both
+            assert time.monotonic() < deadline, "the second worker never got a partition"
+            for user in users:
+                first.click(user, "jazz-5", NOW_S)
+            time.sleep(1.0)
+        time.sleep(2.0)  # let the probes drain before counting
+        before = [first.metric("recstream_clicks_total"), second.metric("recstream_clicks_total")]
+        triggers = [first.click(user, f"space-{n % 6}", NOW_S + 10 + n) for n, user in enumerate(users)]
+        recs = first.recommendations(triggers)
+        assert all(len(recs[t]) == 1 for t in triggers), "exactly one recommendation per click"
+        assert {p for p, _ in triggers} == {0, 1}
+        first.wait_for(lambda: first.metric("recstream_clicks_total") + second.metric("recstream_clicks_total")
+                       >= sum(before) + len(users), what="both workers' counters")
+        done = [first.metric("recstream_clicks_total") - before[0],
+                second.metric("recstream_clicks_total") - before[1]]
+        assert sum(done) == len(users) and min(done) > 0, f"clicks per worker: {done}"
+    finally:
+        second.stop_worker()
+        first.stop_worker()
