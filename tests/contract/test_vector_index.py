@@ -438,3 +438,19 @@ def test_congruent_with_memory_reference(index: VectorIndex, optimized: bool) ->
     want_batch = reference.search_batch(queries, K + 1)
     for q, (got, want) in enumerate(zip(got_batch, want_batch)):
         assert_congruent(got, want, K, dict(zip(ids, (vectors @ unit_queries[q]).tolist())))
+
+
+def test_edge_refuses_a_shard_written_without_item_ids(tmp_path: Path) -> None:
+    """Hits map to item ids through the payload: a foreign shard is a clear error, not a KeyError."""
+    import qdrant_edge as qe
+
+    config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine))
+    shard = qe.EdgeShard.create(str(tmp_path / "foreign"), config)
+    shard.update(qe.UpdateOperation.upsert_points([qe.Point(uuid.uuid4(), basis()[0], {})]))
+    shard.close()
+    index = QdrantEdgeIndex(tmp_path / "foreign", dim=DIM)
+    try:
+        with pytest.raises(IndexError_, match="other than recstream"):
+            index.search(basis()[0], 1)
+    finally:
+        index.close()
