@@ -256,15 +256,16 @@ class QdrantEdgeIndex:
         )
 
     def _pairs(self, points: Sequence[qe.ScoredPoint]) -> Iterator[tuple[str, float]]:
+        scored = [(point.id, point.score) for point in points]  # each .id access builds a UUID
         names = self._item_ids
-        unknown = [point.id for point in points if point.id not in names]
+        unknown = [pid for pid, _ in scored if pid not in names]
         if unknown:
             self._learn_item_ids(unknown)
-        for point in points:
-            item_id = names.get(point.id)
+        for pid, score in scored:
+            item_id = names.get(pid)
             if item_id is None:
-                raise IndexError_(f"qdrant-edge point {point.id} in {self._path} vanished while queried")
-            yield item_id, float(point.score)
+                raise IndexError_(f"qdrant-edge point {pid} in {self._path} vanished while queried")
+            yield item_id, float(score)
 
     def _learn_item_ids(self, ids: list[Any]) -> None:
         """Read the item ids of points this process did not write (a reopened shard)."""
