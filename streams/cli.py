@@ -124,6 +124,13 @@ def cmd_bench_latency(args: argparse.Namespace) -> dict[str, Any]:
                              plot_path=args.plot, progress=True)
 
 
+def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.bench.clickpath import run_clickpath_bench
+
+    return run_clickpath_bench(_settings(args), items=args.items, clicks=args.clicks,
+                               progress=lambda message: log.info("%s", message))
+
+
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from streams.eval import eval_command
 
@@ -225,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=Path("bench-latency.png"), help="PNG of both latency CDFs")
     _common(p)
     p.set_defaults(handler=cmd_bench_latency)
+    p = bench.add_parser("clickpath", help="CPU per click in process (no Kafka): the index vs exact search")
+    p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
+    p.add_argument("--clicks", type=int, default=3_000, help="timed clicks")
+    _common(p)
+    p.set_defaults(handler=cmd_bench_clickpath)
 
     p = sub.add_parser("replay", help="move a consumer group's offsets to rebuild state or re-emit")
     p.add_argument("--group", required=True)

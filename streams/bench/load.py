@@ -67,7 +67,7 @@ def synthetic_vectors(n: int, *, dim: int = DEFAULT_DIM, clusters: int = DEFAULT
     return vectors
 
 
-def _zipf_draw(rng: np.random.Generator, population: int, size: int, s: float) -> np.ndarray:
+def zipf_draw(rng: np.random.Generator, population: int, size: int, s: float) -> np.ndarray:
     """``size`` draws from ``range(population)`` with p(rank k) ~ 1/k^s over a shuffled ranking."""
     weights = 1.0 / np.arange(1, population + 1, dtype=np.float64) ** s
     cdf = np.cumsum(weights)
@@ -120,8 +120,8 @@ class _Click(msgspec.Struct):
 async def _send_schedule(producer: Any, plan: SendPlan) -> SendResult:
     n = max(1, round(plan.rate * plan.seconds))
     rng = np.random.default_rng(plan.seed)
-    users = _zipf_draw(rng, plan.users, n, USER_ZIPF_S)
-    items = _zipf_draw(rng, plan.items, n, ITEM_ZIPF_S)
+    users = zipf_draw(rng, plan.users, n, USER_ZIPF_S)
+    items = zipf_draw(rng, plan.items, n, ITEM_ZIPF_S)
     user_ids = [user_key(int(u)) for u in users]
     item_ids = [item_key(int(i)) for i in items]
     keys = [u.encode() for u in user_ids]

@@ -1,0 +1,128 @@
+"""``recstream bench clickpath``: what one click costs a worker's CPU, without Kafka.
+
+The latency benchmark shows what a user sees through a broker; this one isolates the part
+recstream itself controls: ``Recommender.observe`` + ``recommend`` (state update, ANN
+queries, co-visitation, trending, ranking, reasons) for a Zipf stream of clicks over N
+synthetic items in the configured index (Qdrant Edge by default, HNSW built as the worker
+builds it). The baseline, timed in the same run on the same clicks, is the numpy index doing
+exact search, so the report's ``speedup`` is the configured index against brute force.
+
+Single-threaded BLAS, as in workers (``run_worker``), so the figure is one core's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streams.bench.load import ITEM_ZIPF_S, USER_ZIPF_S, item_key, synthetic_vectors, user_key, zipf_draw
+from streams.index.base import VectorIndex
+from streams.index.factory import open_index
+from streams.index.memory import MemoryIndex
+from streams.interest import UserState
+from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
+from streams.records import Click
+from streams.settings import Settings
+
+CLICK_SEED = 20240503
+USERS = 10_000
+LOAD_BATCH = 5_000
+#: Clicks replayed before timing starts: users gain history, co-visitation fills.
+WARM_UP = 500
+NOW_S = 1_700_000_000.0
+
+
+def _percentiles(ms: np.ndarray) -> dict[str, float]:
+    return {"mean": round(float(ms.mean()), 3),
+            **{name: round(float(np.percentile(ms, q)), 3) for name, q in (("p50", 50), ("p99", 99))}}
+
+
+class _Run:
+    """One index, loaded with the catalogue, and the click stream replayed through it."""
+
+    def __init__(self, index: VectorIndex, vectors: np.ndarray, ids: list[str], params: RecommenderParams,
+                 optimize: bool) -> None:
+        self.recommender = Recommender(index=index, catalog=ItemCatalog(), params=params)
+        for start in range(0, len(ids), LOAD_BATCH):
+            rows = vectors[start:start + LOAD_BATCH]
+            self.recommender.upsert_items(ids[start:start + LOAD_BATCH], rows, [ItemInfo(vector=v) for v in rows])
+        if optimize:
+            index.optimize()
+        self.states: dict[str, UserState] = {}
+
+    def replay(self, clicks: list[Click]) -> np.ndarray:
+        """Milliseconds per click (observe + recommend)."""
+        out = np.empty(len(clicks))
+        rec, states = self.recommender, self.states
+        for n, click in enumerate(clicks):
+            started = time.perf_counter()
+            state = rec.observe(states.get(click.user_id), click)
+            states[click.user_id] = state
+            rec.recommend(state, now_s=state.last_ts_s)
+            out[n] = (time.perf_counter() - started) * 1000.0
+        return out
+
+
+def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int = 3_000,
+                        baseline_clicks: int = 500,
+                        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Per-click CPU time of the click path on the configured index and on exact numpy search.
+
+    Args:
+        settings: index kind and recommender knobs (``index``, ``state``, ``recommend``).
+        items: synthetic items (384-d clustered vectors, as ``bench latency`` uses).
+        clicks: timed clicks on the configured index (after ``WARM_UP`` untimed ones).
+        baseline_clicks: timed clicks on the exact-search baseline (it is slow at 100k).
+        progress: called with a line per step.
+
+    Returns:
+        ``{"items","clicks","index","ms_per_click":{"mean","p50","p99"},"clicks_s",
+        "baseline":{"index","clicks","ms_per_click":{...}},"speedup"}``; ``speedup`` is the
+        baseline's mean over the index's mean, on the same first ``baseline_clicks`` clicks.
+    """
+    from threadpoolctl import threadpool_limits
+
+    say = progress or (lambda _message: None)
+    baseline_clicks = min(baseline_clicks, clicks)
+    vectors = synthetic_vectors(items)
+    ids = [item_key(i) for i in range(items)]
+    rng = np.random.default_rng(CLICK_SEED)
+    total = WARM_UP + clicks
+    users = zipf_draw(rng, USERS, total, USER_ZIPF_S)
+    picks = zipf_draw(rng, items, total, ITEM_ZIPF_S)
+    stream = [Click(user_id=user_key(int(u)), item_id=ids[int(i)], ts_s=NOW_S + n * 0.01)
+              for n, (u, i) in enumerate(zip(users, picks, strict=True))]
+    warm, timed = stream[:WARM_UP], stream[WARM_UP:]
+    params = RecommenderParams.from_settings(settings)
+    optimize = items >= settings.index.optimize_min_items
+
+    with threadpool_limits(1, user_api="blas"), tempfile.TemporaryDirectory(prefix="recstream-clickpath-") as tmp:
+        index = open_index(settings.index, dim=vectors.shape[1], path=Path(tmp) / "index")
+        try:
+            say(f"loading {items:,} items into {index.name}" + (" and building HNSW" if optimize else ""))
+            run = _Run(index, vectors, ids, params, optimize)
+            run.replay(warm)
+            say(f"{clicks:,} clicks on {index.name}")
+            ms = run.replay(timed)
+        finally:
+            index.close()
+        say(f"{baseline_clicks:,} clicks on numpy exact search (baseline)")
+        exact = _Run(MemoryIndex(vectors.shape[1]), vectors, ids, params, optimize=False)
+        exact.replay(warm)
+        baseline_ms = exact.replay(timed[:baseline_clicks])
+
+    same = ms[:baseline_clicks]
+    return {
+        "items": items,
+        "clicks": len(ms),
+        "index": index.name,
+        "ms_per_click": _percentiles(ms),
+        "clicks_s": round(1000.0 / float(ms.mean()), 1),
+        "baseline": {"index": "numpy-exact", "clicks": len(baseline_ms), "ms_per_click": _percentiles(baseline_ms)},
+        "speedup": round(float(baseline_ms.mean()) / float(same.mean()), 2),
+    }

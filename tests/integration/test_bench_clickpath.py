@@ -1,0 +1,29 @@
+"""`recstream bench clickpath`, small: the report's shape and accounting on the real Qdrant Edge.
+
+Figures are not asserted (speed is measured by benchmarks, not timed tests).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from streams.bench.clickpath import run_clickpath_bench
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_small_clickpath_bench_reports_both_indexes(tmp_path: Path) -> None:
+    steps: list[str] = []
+    report = run_clickpath_bench(Settings(data_dir=tmp_path), items=3000, clicks=120, baseline_clicks=50,
+                                 progress=steps.append)
+    assert report["items"] == 3000 and report["clicks"] == 120 and report["index"] == "qdrant-edge"
+    assert report["baseline"] == {**report["baseline"], "index": "numpy-exact", "clicks": 50}
+    for summary in (report["ms_per_click"], report["baseline"]["ms_per_click"]):
+        assert set(summary) == {"mean", "p50", "p99"}
+        assert all(math.isfinite(v) and v > 0 for v in summary.values())
+    assert report["speedup"] > 0 and report["clicks_s"] > 0
+    assert len(steps) == 3
