@@ -265,17 +265,17 @@ def rank(
         )
     # Deterministic candidate order: relevance desc, then item_id; argmax takes the first.
     order = np.lexsort((np.array(ids), -relevance))
-    ids = [ids[j] for j in order.tolist()]
-    best_source = [best_source[j] for j in order.tolist()]
-    vectors = {i: np.asarray(first_vector[j]).reshape(-1) for i, j in zip(ids, order.tolist())
-               if first_vector[j] is not None}
+    ranked = order.tolist()
+    ids = [ids[j] for j in ranked]
+    best_source = [best_source[j] for j in ranked]
+    vectors = [None if first_vector[j] is None else np.asarray(first_vector[j]).reshape(-1) for j in ranked]
     relevance = relevance[order]
 
     # ---- 4. MMR over unit vectors (missing vectors are zero rows: similar to nothing)
-    dim = _common_dim(vectors.values(), recent)
+    dim = _common_dim([v for v in vectors if v is not None], recent)
     zero = np.zeros(dim, dtype=np.float32)
-    rows = [vectors.get(i, zero) for i in ids]
-    mat = normalise_rows(np.stack([v if v.size == dim else zero for v in rows]))  # (n, dim)
+    rows = [v if v is not None and v.size == dim else zero for v in vectors]
+    mat = normalise_rows(np.stack(rows))  # (n, dim)
 
     lam = params.diversity
     n = min(k, len(ids))

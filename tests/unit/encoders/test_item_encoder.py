@@ -74,7 +74,7 @@ def test_length_sorted_sub_batches_keep_the_callers_order(tiny_export: tuple[Pat
     batched = encoder.encode(texts)
     one_by_one = np.concatenate([encoder.encode([t]) for t in texts])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
-    feeds = encoder.tokenize(texts[:3])  # the padded view a parity check feeds to torch
+    feeds = encoder.tokenize(texts[:3])  # one batch, padded to its longest text
     assert feeds["input_ids"].shape == feeds["attention_mask"].shape == (3, feeds["attention_mask"].sum(1).max())
 
 
