@@ -18,20 +18,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streams.bench.stats import percentiles_ms
 from streams.brokers import BrokerKind, free_port, start_local_broker
 from streams.datasets import Dataset, load_movielens_100k
 from streams.errors import RecstreamError
+from streams.metrics import sample, scrape
 from streams.modelstore import ensure_model
 from streams.records import Click, Recommendation, decode_recommendation, encode_json
 from streams.settings import Settings
@@ -68,18 +68,6 @@ def _worker_env(settings: Settings, bootstrap: str, data_dir: Path, model_dir: P
     }
 
 
-def _metric(port: int, name: str) -> float:
-    """Read one counter from the worker's Prometheus endpoint (0 until it is up)."""
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
-    except OSError:
-        return 0.0
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
 async def _stream(settings: Settings, bootstrap: str, dataset: Dataset, clicks: list[Click], *, rate: float,
                   metrics_port: int, worker: subprocess.Popen[bytes]) -> Outcome:
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
@@ -96,7 +84,7 @@ async def _stream(settings: Settings, bootstrap: str, dataset: Dataset, clicks: 
             for item in dataset.items:
                 await producer.send(topics.items, encode_json(item), key=item.item_id.encode())
             await producer.flush()
-            while (done := _metric(metrics_port, "recstream_items_indexed_total")) < len(dataset.items):
+            while (done := sample(scrape(metrics_port), "recstream_items_indexed_total")) < len(dataset.items):
                 if worker.poll() is not None:
                     raise RecstreamError(f"the worker exited with code {worker.returncode}; see its log")
                 progress.update(task, completed=done)
@@ -207,8 +195,8 @@ def run_demo(settings: Settings, *, events: int, broker_kind: BrokerKind = "auto
                 worker.kill()
         broker.stop()
     _show(dataset, clicks, outcome)
-    latencies = np.array(outcome.latencies_ms) if outcome.latencies_ms else np.array([float("nan")])
-    p50, p99 = (round(float(np.percentile(latencies, q)), 2) for q in (50, 99))
+    latency = percentiles_ms(outcome.latencies_ms)  # None (JSON null) when nothing arrived
+    p50, p99 = latency["p50"], latency["p99"]
     console.log(f"{len(clicks)} clicks -> {outcome.n_recommendations} recommendations + "
                 f"{outcome.n_dead_letters} dead letters {outcome.dead_letter_reasons or ''}; "
                 f"click -> recommendation p50 {p50} ms, p99 {p99} ms")

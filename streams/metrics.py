@@ -1,7 +1,9 @@
-"""Prometheus metrics of a worker (served with ``recstream worker --metrics-port``)."""
+"""Prometheus metrics of a worker (served with ``recstream worker --metrics-port``), and
+reading them back (the demo, the latency benchmark and the tests watch a worker this way)."""
 
 from __future__ import annotations
 
+import urllib.request
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,3 +38,22 @@ class Metrics:
                 ),
             )
         return cls._instance
+
+
+def scrape(port: int | None, timeout_s: float = 2.0) -> str:
+    """A worker's ``/metrics`` exposition text; ``""`` while it is not up (or no port)."""
+    if port is None:
+        return ""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def sample(text: str, name: str) -> float:
+    """The value of one unlabelled sample (e.g. ``recstream_clicks_total``); 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from streams.bench.load import ITEM_ZIPF_S, USER_ZIPF_S, item_key, synthetic_vectors, user_key, zipf_draw
+from streams.bench.stats import percentiles_ms
 from streams.index.base import VectorIndex
 from streams.index.factory import open_index
 from streams.index.memory import MemoryIndex
@@ -37,9 +38,9 @@ WARM_UP = 500
 NOW_S = 1_700_000_000.0
 
 
-def _percentiles(ms: np.ndarray) -> dict[str, float]:
-    return {"mean": round(float(ms.mean()), 3),
-            **{name: round(float(np.percentile(ms, q)), 3) for name, q in (("p50", 50), ("p99", 99))}}
+def _percentiles(ms: np.ndarray) -> dict[str, float | None]:
+    summary = percentiles_ms(ms)
+    return {"mean": round(float(ms.mean()), 3), "p50": summary["p50"], "p99": summary["p99"]}
 
 
 class _Run:

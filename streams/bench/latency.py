@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,7 +54,9 @@ from streams.bench.load import (
     relay_main,
     synthetic_vectors,
 )
+from streams.bench.stats import percentiles_ms
 from streams.errors import RecstreamError
+from streams.metrics import sample, scrape
 from streams.settings import Settings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ IDLE_S = 60.0
 DEFAULT_USERS = 10_000
 #: Above this many items the worker builds HNSW before serving (~60 s at 100k, 2 cores).
 READY_TIMEOUT_S = 900.0
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 
 
 class BenchError(RecstreamError):
@@ -108,17 +108,6 @@ class Phase:
 
     def summary(self) -> dict[str, Any]:
         return percentiles_ms(self.latencies_ms)
-
-
-def percentiles_ms(values_ms: np.ndarray) -> dict[str, float | None]:
-    """p50/p90/p99/p999/max in ms, rounded to 0.01 (``None`` when there are no values)."""
-    if values_ms.size == 0:
-        return {**dict.fromkeys(PERCENTILES), "max": None}
-    out: dict[str, float | None] = {
-        name: round(float(np.percentile(values_ms, q)), 2) for name, q in PERCENTILES.items()
-    }
-    out["max"] = round(float(values_ms.max()), 2)
-    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -161,26 +150,10 @@ def _cpu_s(pid: int | None) -> float | None:
 
 
 _BUCKET = re.compile(r'^recstream_click_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
-_INDEXED = re.compile(r"^recstream_items_indexed_total ([0-9.e+]+)$", re.M)
-
-
-def _scrape(port: int | None) -> str:
-    if port is None:
-        return ""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return response.read().decode()
-    except OSError:
-        return ""
 
 
 def _click_buckets(text: str) -> dict[float, float]:
     return {float(le): float(count) for le, count in _BUCKET.findall(text)}
-
-
-def _items_indexed(text: str) -> int:
-    match = _INDEXED.search(text)
-    return int(float(match.group(1))) if match else 0
 
 
 def _bucket_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float] | None:
@@ -447,7 +420,7 @@ class _Bench:
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             self._check_worker()
-            indexed = _items_indexed(await asyncio.to_thread(_scrape, self.metrics_port))
+            indexed = int(sample(await asyncio.to_thread(scrape, self.metrics_port), "recstream_items_indexed_total"))
             self.display.update(f"waiting for the worker to serve ({indexed:,}/{self.items:,} items indexed, "
                                 f"{time.monotonic() - started:.0f} s)")
             phase = await self.measure("warm-up", self.topics.clicks, rate=1.0, seconds=1.0,
@@ -487,13 +460,13 @@ class _Bench:
         start = len(self.received)
         pids = self._pids()
         cpu_before = {k: _cpu_s(pid) for k, pid in pids.items()}
-        buckets_before = _click_buckets(await asyncio.to_thread(_scrape, self.metrics_port)) if pipeline else {}
+        buckets_before = _click_buckets(await asyncio.to_thread(scrape, self.metrics_port)) if pipeline else {}
         if not quiet:
             self.display.update(f"{name}: {rate:,.0f} clicks/s for {seconds:g} s")
         result = await self._send(plan)
         wall_s = max(1e-9, float(result.sent_s[-1] - result.sent_s[0]))
         cpu_after = {k: _cpu_s(pid) for k, pid in pids.items()}
-        buckets_after = _click_buckets(await asyncio.to_thread(_scrape, self.metrics_port)) if pipeline else {}
+        buckets_after = _click_buckets(await asyncio.to_thread(scrape, self.metrics_port)) if pipeline else {}
 
         index = {(int(p), int(o)): i for i, (p, o) in enumerate(zip(result.partitions, result.offsets, strict=True))
                  if p >= 0}

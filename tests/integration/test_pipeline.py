@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.brokers import LocalBroker, free_port
+from streams.metrics import sample, scrape
 from streams.modelstore import ensure_model
 from streams.settings import KafkaSettings, Settings, TopicSettings
 from streams.topics import ensure_topics
@@ -137,14 +137,7 @@ class Pipeline:
         return out
 
     def metric(self, name: str) -> float:
-        try:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1).read()
-        except OSError:
-            return 0.0
-        for line in body.decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return 0.0
+        return sample(scrape(self.metrics_port, timeout_s=1.0), name)
 
     @staticmethod
     def wait_for(condition: Callable[[], bool], *, what: str, timeout_s: float = 120.0) -> None:
