@@ -42,7 +42,7 @@ from encoders.manifest import (
     write_manifest,
 )
 from export.errors import ExportError, ModelSourceError
-from export.parity import ParityChecker, ParityReport, VariantParity
+from export.parity import ParityChecker, ParityReport, VariantParity, round_figure
 from export.parity_texts import parity_texts
 from export.spec import ExportSpec, Tolerance, spec_from_model_dir
 
@@ -351,17 +351,12 @@ def export_model(
             for name, entry in manifest.variants.items()
         },
         "rejected": [
-            {"variant": r.variant, "recipe": r.recipe, "min_cosine": _r(r.min_cosine), "failures": r.failures}
+            {"variant": r.variant, "recipe": r.recipe, "min_cosine": round_figure(r.min_cosine), "failures": r.failures}
             for r in report.rejected
         ],
         "seconds": round(seconds, 2),
         "stage_seconds": stages.seconds,
     }
-
-
-def _r(value: float | None) -> float | None:
-    # 4 significant digits: max_abs_diff of fp32 is ~1e-7 and must not round to 0.
-    return None if value is None else float(f"{value:.6g}")
 
 
 def _install(
@@ -381,8 +376,8 @@ def _install(
             file=path.name,
             sha256=sha256_file(path),
             status="passed" if result.passed else "unverified-no-gpu",
-            min_cosine=_r(result.min_cosine),
-            max_abs_diff=_r(result.max_abs_diff),
+            min_cosine=round_figure(result.min_cosine),
+            max_abs_diff=round_figure(result.max_abs_diff),
             provider_checked=result.provider,
             recipe=result.recipe,
         )

@@ -76,13 +76,13 @@ class VariantParity:
             "recipe": self.recipe,
             "provider_checked": self.provider,
             "passed": self.passed,
-            "min_cosine": _round(self.min_cosine),
-            "max_abs_diff": _round(self.max_abs_diff),
+            "min_cosine": round_figure(self.min_cosine),
+            "max_abs_diff": round_figure(self.max_abs_diff),
             "tolerance": {"min_cosine": self.tolerance.min_cosine, "atol": self.tolerance.atol},
             "by_batch": {
                 str(b.batch_size): {
-                    "min_cosine": _round(b.min_cosine),
-                    "max_abs_diff": _round(b.max_abs_diff),
+                    "min_cosine": round_figure(b.min_cosine),
+                    "max_abs_diff": round_figure(b.max_abs_diff),
                     "worst_text_index": b.worst_text_index,
                     "items_s": round(b.items_s, 1),
                 }
@@ -93,7 +93,8 @@ class VariantParity:
         }
 
 
-def _round(value: float | None) -> float | None:
+def round_figure(value: float | None) -> float | None:
+    """6 significant digits for reports: fp32's max_abs_diff (~1e-7) must not round to 0."""
     return None if value is None else float(f"{value:.6g}")
 
 

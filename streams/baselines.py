@@ -24,11 +24,11 @@ from collections.abc import Container, Iterable
 from typing import Protocol
 
 from streams.covisit import CovisitCounts, CovisitParams
-from streams.interest import EVENT_WEIGHTS
+from streams.recommend import event_weight
 from streams.records import Click
 from streams.trending import Trending, TrendingParams
 
-__all__ = ["BlockedItems", "CovisitModel", "EvalModel", "PopularityModel", "click_weight"]
+__all__ = ["BlockedItems", "CovisitModel", "EvalModel", "PopularityModel"]
 
 #: Decayed-popularity half-life of the baselines: one week. Measured on the first 10k
 #: ml-100k clicks (popularity NDCG@10): 1 day 0.0307, 1 week 0.0363, 30 days 0.0368,
@@ -56,11 +56,6 @@ class EvalModel(Protocol):
     def observe(self, click: Click) -> None:
         """Reveal a click (after it was predicted)."""
         ...
-
-
-def click_weight(click: Click) -> float:
-    """The click's strength, as recstream reads it (explicit ``weight`` wins)."""
-    return click.weight if click.weight is not None else EVENT_WEIGHTS[click.event]
 
 
 class BlockedItems:
@@ -98,7 +93,7 @@ class PopularityModel:
         return [i for i, _ in self.trending.top(now_s, k, BlockedItems(exclude, self.known))]
 
     def observe(self, click: Click) -> None:
-        self.trending.observe(click.item_id, click.ts_s, click_weight(click))
+        self.trending.observe(click.item_id, click.ts_s, event_weight(click))
 
 
 class CovisitModel:
@@ -134,7 +129,7 @@ class CovisitModel:
 
     def observe(self, click: Click) -> None:
         self.popularity.observe(click)
-        if click_weight(click) <= 0:
+        if event_weight(click) <= 0:
             return
         recent = self.recent.setdefault(click.user_id, [])
         self.covisit.observe(recent, click.item_id, click.ts_s)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError, RecstreamError
+from streams.errors import RecstreamError
 
 log = logging.getLogger("recstream")
 
@@ -134,8 +134,6 @@ def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from streams.eval import eval_command
 
-    if (args.items is None) != (args.clicks is None):
-        raise ConfigError("--items and --clicks go together (or use --dataset ml-100k)")
     return eval_command(_settings(args), args.dataset, args.items, args.clicks, args.limit, args.k, args.plot)
 
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from streams.baselines import CovisitModel, EvalModel, PopularityModel
 from streams.datasets import Dataset, load_jsonl, load_movielens_100k
+from streams.errors import ConfigError
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
 from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
@@ -470,18 +471,18 @@ def eval_command(settings: Settings, dataset_name: str | None, items_path: Path 
         :func:`run_eval`'s report plus ``"model"`` (the encoder version).
 
     Raises:
-        ValueError: an unknown dataset name, or only one of the two files.
+        ConfigError: an unknown dataset name, or only one of the two files.
     """
     from streams.modelstore import ensure_model
 
     if (items_path is None) != (clicks_path is None):
-        raise ValueError("give both --items and --clicks, or neither")
+        raise ConfigError("--items and --clicks go together (or use --dataset ml-100k)")
     if items_path is not None and clicks_path is not None:
         dataset = load_jsonl(Path(items_path), Path(clicks_path), now_s=time.time())
     elif dataset_name in (None, "ml-100k"):
         dataset = load_movielens_100k(settings.data_dir)
     else:
-        raise ValueError(f"unknown dataset {dataset_name!r}: use ml-100k, or --items and --clicks")
+        raise ConfigError(f"unknown dataset {dataset_name!r}: use ml-100k, or --items and --clicks")
     model_dir = ensure_model(settings)
     vectors, version = encode_items(dataset, model_dir, settings.data_dir / "cache", progress=progress)
     params = RecommenderParams.from_settings(settings)

@@ -12,17 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from encoders.errors import ModelDirError
+from encoders.manifest import MANIFEST_FILE
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-
-
 def ensure_model(settings: Settings, progress: Callable[[str], None] | None = None) -> Path:
     """The model directory, exporting the default encoder (with int8) into it if empty."""
     model_dir = settings.model_dir
-    if (model_dir / MANIFEST).exists():
+    if (model_dir / MANIFEST_FILE).exists():
         return model_dir
     try:
         from export.exporter import default_model_path, export_model
