@@ -45,6 +45,28 @@ _PREFERENCE = {
 }
 
 
+def model_feeds(
+    encodings: Sequence[Any], input_names: Sequence[str], *, pad_id: int = 0
+) -> dict[str, np.ndarray]:
+    """The graph's int64 inputs, each ``[n, seq]``, from tokenizer encodings padded to the longest.
+
+    The one place serving, parity and the benchmark build model inputs, so the torch
+    reference and onnxruntime always see the same tensors. Encodings that the tokenizer
+    already padded pass through unchanged (their attention masks are kept).
+    """
+    seq = max(len(e.ids) for e in encodings)
+    input_ids = np.full((len(encodings), seq), pad_id, dtype=np.int64)  # [n, seq]
+    attention_mask = np.zeros((len(encodings), seq), dtype=np.int64)  # [n, seq]
+    for row, e in enumerate(encodings):
+        input_ids[row, : len(e.ids)] = e.ids
+        attention_mask[row, : len(e.ids)] = e.attention_mask
+    feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in input_names:
+        # Single-segment input: all zeros, as the tokenizer's template would give.
+        feeds["token_type_ids"] = np.zeros_like(input_ids)  # [n, seq]
+    return feeds
+
+
 def choose_variant(manifest: Manifest, provider: str) -> str:
     """The variant to serve on ``provider``: the fastest one allowed there.
 
@@ -170,17 +192,7 @@ class ItemEncoder:
         return self._feeds(self._tokenizer.encode_batch(list(texts)))
 
     def _feeds(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
-        seq = max(len(e.ids) for e in encodings)
-        input_ids = np.full((len(encodings), seq), self._manifest.pad_id, dtype=np.int64)  # [n, seq]
-        attention_mask = np.zeros((len(encodings), seq), dtype=np.int64)  # [n, seq]
-        for row, e in enumerate(encodings):
-            input_ids[row, : len(e.ids)] = e.ids
-            attention_mask[row, : len(e.ids)] = 1
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._input_names:
-            # Single-segment input: all zeros, as the tokenizer's template would give.
-            feeds["token_type_ids"] = np.zeros_like(input_ids)  # [n, seq]
-        return feeds
+        return model_feeds(encodings, self._input_names, pad_id=self._manifest.pad_id)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts (any number: they run in length-sorted sub-batches).

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from encoders.item_encoder import ItemEncoder
-from encoders.manifest import MANIFEST_FILE
 from encoders.session import CUDA_PROVIDER
 from export.parity_texts import bench_texts
 
@@ -38,11 +37,6 @@ def _cpu_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def default_bench_model_dir() -> Path:
-    """Where ``recstream bench encoder`` keeps its exported default model."""
-    return Path.home() / ".cache" / "recstream" / "models" / "bench-default"
 
 
 def _time_passes(
@@ -66,7 +60,7 @@ def _time_passes(
 
 
 def run_encoder_bench(
-    model_dir: Path | None = None,
+    model_dir: Path,
     *,
     source: Path | None = None,
     device: str = "cpu",
@@ -80,9 +74,8 @@ def run_encoder_bench(
     """Items/s of torch eager vs onnxruntime on the same texts, device and batch sizes.
 
     Args:
-        model_dir: an exported model directory; default: the packaged all-MiniLM-L6-v2
-            exported (with int8, and fp16 for cuda) into ``default_bench_model_dir()``
-            if not there yet.
+        model_dir: an exported model directory (``recstream bench encoder`` passes the
+            configured one, exported on first use by ``streams.modelstore.ensure_model``).
         source: the torch model directory; default: the manifest's ``source``.
         device: ``"cpu"`` or ``"cuda"`` (for both sides).
         batch_sizes: batch sizes to run; ``HEADLINE_BATCH`` is added if missing.
@@ -102,15 +95,7 @@ def run_encoder_bench(
     """
     import torch
 
-    from export.exporter import default_model_path, export_model
-    from export.spec import spec_from_model_dir
-    from export.torch_model import (
-        PooledEncoder,
-        load_hf_encoder,
-        load_tokenizer,
-        tokenize,
-        uses_token_type_ids,
-    )
+    from export.torch_model import PooledEncoder, load_hf_encoder, load_tokenizer, tokenize, torch_encode
 
     def say(message: str) -> None:
         log.info(message)
@@ -120,18 +105,11 @@ def run_encoder_bench(
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r} (--device)")
     threads = threads or _cpu_threads()
-    if model_dir is None:
-        model_dir = default_bench_model_dir()
-        if not (model_dir / MANIFEST_FILE).is_file():
-            say(f"exporting the default model to {model_dir} (first run only)")
-            export_model(default_model_path(), model_dir, int8=True, fp16=device == "cuda", progress=progress)
     encoder = ItemEncoder.load(model_dir, device=device, threads=threads)
     if device == "cuda" and encoder.provider != CUDA_PROVIDER:  # create_session already raises; belt and braces
         raise RuntimeError(f"onnxruntime is on {encoder.provider}, not CUDA")
     source = Path(source or encoder.manifest.source)
-    hf = load_hf_encoder(source)
-    spec = spec_from_model_dir(source, uses_token_type_ids=uses_token_type_ids(hf))
-    model = PooledEncoder(hf, encoder.manifest.pooling, encoder.manifest.normalize).eval().to(device)
+    model = PooledEncoder(load_hf_encoder(source), encoder.manifest.pooling, encoder.manifest.normalize).eval().to(device)
     tokenizer = load_tokenizer(
         encoder.manifest.tokenizer_path, encoder.manifest.max_length, encoder.manifest.pad_id, encoder.manifest.pad_token
     )
@@ -145,11 +123,8 @@ def run_encoder_bench(
         if device == "cuda":
             torch.cuda.synchronize()
 
-    @torch.inference_mode()
-    def torch_encode(batch: list[str]) -> np.ndarray:
-        feeds = tokenize(tokenizer, batch, spec.input_names)
-        tensors = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
-        return model(**tensors).float().cpu().numpy()
+    def torch_side(batch: list[str]) -> np.ndarray:
+        return torch_encode(model, tokenize(tokenizer, batch, encoder.manifest.input_names), device)
 
     texts = bench_texts(n_texts, seed=BENCH_SEED)
     cases = sorted(set(batch_sizes) | {HEADLINE_BATCH})
@@ -157,7 +132,7 @@ def run_encoder_bench(
     try:
         for batch_size in cases:
             say(f"batch {batch_size}: torch eager ({device}, {threads} threads)")
-            torch_items_s, torch_vectors = _time_passes(torch_encode, texts, batch_size, repeats, sync)
+            torch_items_s, torch_vectors = _time_passes(torch_side, texts, batch_size, repeats, sync)
             say(f"batch {batch_size}: onnxruntime {encoder.variant} on {encoder.provider}")
             ort_items_s, ort_vectors = _time_passes(encoder.encode, texts, batch_size, repeats, lambda: None)
             cosine = (torch_vectors * ort_vectors).sum(axis=1)  # [n], both unit-norm

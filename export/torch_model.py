@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from encoders.item_encoder import model_feeds
 from export.errors import ExportError
 from export.spec import ExportSpec
 
@@ -94,16 +95,8 @@ def load_tokenizer(path: Path, max_length: int, pad_id: int, pad_token: str) -> 
 
 
 def tokenize(tokenizer: Tokenizer, texts: list[str], input_names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """int64 numpy feeds ``[n, seq]`` for the graph's inputs (same as ``ItemEncoder.tokenize``)."""
-    encodings = tokenizer.encode_batch(texts)
-    input_ids = np.asarray([e.ids for e in encodings], dtype=np.int64)  # [n, seq]
-    feeds = {
-        "input_ids": input_ids,
-        "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
-    }
-    if "token_type_ids" in input_names:
-        feeds["token_type_ids"] = np.zeros_like(input_ids)
-    return feeds
+    """int64 numpy feeds ``[n, seq]`` for the graph's inputs, built as serving builds them."""
+    return model_feeds(tokenizer.encode_batch(texts), input_names)
 
 
 @torch.inference_mode()

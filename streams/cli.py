@@ -88,7 +88,7 @@ def cmd_bench_encoder(args: argparse.Namespace) -> dict[str, Any]:
     from streams.modelstore import ensure_model
 
     settings = _settings(args)
-    model_dir = ensure_model(settings)
+    model_dir = ensure_model(settings, fp16=args.device == "cuda")
     return run_encoder_bench(model_dir, device=args.device, chart_path=args.plot,
                              progress=lambda message: log.info("%s", message))
 

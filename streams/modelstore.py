@@ -17,8 +17,10 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-def ensure_model(settings: Settings, progress: Callable[[str], None] | None = None) -> Path:
-    """The model directory, exporting the default encoder (with int8) into it if empty."""
+def ensure_model(settings: Settings, progress: Callable[[str], None] | None = None, *,
+                 fp16: bool = False) -> Path:
+    """The model directory, exporting the default encoder (with int8; fp16 too when asked,
+    for the GPU) into it if empty. An existing export is used as it is."""
     model_dir = settings.model_dir
     if (model_dir / MANIFEST_FILE).exists():
         return model_dir
@@ -30,5 +32,6 @@ def ensure_model(settings: Settings, progress: Callable[[str], None] | None = No
             "pip install 'recstream[export]', or point --model-dir at an exported model"
         ) from exc
     log.info("no model in %s yet: exporting the default encoder (once)", model_dir)
-    export_model(default_model_path(), model_dir, int8=True, progress=progress or (lambda m: log.info("%s", m)))
+    export_model(default_model_path(), model_dir, int8=True, fp16=fp16,
+                 progress=progress or (lambda m: log.info("%s", m)))
     return model_dir
