@@ -332,11 +332,15 @@ def decode_item_vector(raw: bytes, *, dim: int | None = None) -> ItemVector:
     return record
 
 
-def check_key(key: bytes | None, record_id: str, field: str) -> None:
-    """Keys route records to partitions (per-user state): a wrong key breaks that."""
-    if key is not None and key != record_id.encode():
+def check_key(key: bytes | None, record_id: str, field: str, *, required: bool = False) -> None:
+    """Keys route records to partitions (per-user state): a wrong key breaks that.
+
+    ``required``: an unkeyed message is refused too (clicks and user-control, whose state
+    lives on the partition the key picks); items may come unkeyed.
+    """
+    if (key is not None or required) and key != record_id.encode():
         raise RecordDecodeError(
-            DecodeReason.KEY_MISMATCH, f"message key {key!r} != {field} {record_id!r}", field=field
+            DecodeReason.KEY_MISMATCH, f"message key {key!r} must equal {field} {record_id!r}", field=field
         )
 
 

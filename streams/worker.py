@@ -37,6 +37,7 @@ from streams.records import (
     RecordDecodeError,
     RecordLimits,
     Trigger,
+    check_key,
     dead_letter,
     decode_click,
     decode_control,
@@ -164,9 +165,7 @@ def _register_encode(ctx: WorkerContext) -> None:
                 message = event.message
                 try:
                     item = decode_item(message.value, now_s=time.time(), limits=ctx.limits)
-                    if message.key is not None and message.key != item.item_id.encode():
-                        raise RecordDecodeError(DecodeReason.KEY_MISMATCH,
-                                                f"key {message.key!r} != item_id {item.item_id!r}", field="item_id")
+                    check_key(message.key, item.item_id, "item_id")
                 except RecordDecodeError as exc:
                     await ctx.send_dead_letter(message, exc)
                     continue
@@ -397,7 +396,7 @@ def _register_recommend(ctx: WorkerContext) -> None:
             message = event.message
             try:
                 command = decode_control(message.value, limits=ctx.limits)
-                _require_key(message.key, command.user_id)
+                check_key(message.key, command.user_id, "user_id", required=True)
             except RecordDecodeError as exc:
                 await ctx.send_dead_letter(message, exc)
                 continue
@@ -407,17 +406,10 @@ def _register_recommend(ctx: WorkerContext) -> None:
                 log.info("forgot user %r", command.user_id)
 
 
-def _require_key(key: bytes | None, user_id: str) -> None:
-    """Per-user state lives on the partition the key picks: an unkeyed or wrong key breaks it."""
-    if key != user_id.encode():
-        raise RecordDecodeError(DecodeReason.KEY_MISMATCH,
-                                f"message key {key!r} must equal user_id {user_id!r}", field="user_id")
-
-
 async def _on_click(ctx: WorkerContext, states: Any, recommendations: Any, message: Any) -> None:
     received_s = time.time()
     click = decode_click(message.value, now_s=received_s, limits=ctx.limits)
-    _require_key(message.key, click.user_id)
+    check_key(message.key, click.user_id, "user_id", required=True)
     recommender = ctx.recommender
     if recommender is None or click.item_id not in recommender.catalog:
         raise RecordDecodeError(DecodeReason.UNKNOWN_ITEM, f"item {click.item_id!r} is not in the catalogue",

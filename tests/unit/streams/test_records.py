@@ -190,3 +190,10 @@ def test_arbitrary_objects_are_accepted_or_rejected_with_a_reason(value: dict) -
         assert exc.reason is not DecodeReason.NOT_JSON
     else:
         assert click.user_id.strip() and click.item_id.strip()
+
+
+def test_a_required_key_refuses_unkeyed_messages() -> None:
+    check_key(b"u1", "u1", "user_id", required=True)
+    with pytest.raises(RecordDecodeError) as info:
+        check_key(None, "u1", "user_id", required=True)
+    assert info.value.reason is DecodeReason.KEY_MISMATCH
