@@ -275,7 +275,7 @@ class Recommender:
             if peak > 0:
                 exposure = {c.item_id: self.exposure.score(c.item_id, now_s) / peak for c in candidates}
         ranked = rank(candidates, recent=recent, k=self.params.k, params=self.params.rank, exposure=exposure)
-        if record_exposure:
+        if record_exposure and self.params.rank.exposure_penalty > 0:  # counted only where it is read
             for item in ranked:
                 self.exposure.observe(item.item_id, now_s, 1.0)
         return ranked

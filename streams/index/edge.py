@@ -191,7 +191,8 @@ class QdrantEdgeIndex:
             return [[] for _ in range(queries.shape[0])]
         with _engine_errors("query_batch", self._path):
             params = self._search_params(shard)
-            requests = [self._request(row, k + len(exclude), params) for row in queries]
+            # Nearest() takes a list ~2.5x faster than a numpy row (exact: float32 -> float -> f32)
+            requests = [self._request(row, k + len(exclude), params) for row in queries.tolist()]
             batches = shard.query_batch(qe.QueryBatchRequest(requests))
         return [rank_hits(self._pairs(points), k, exclude) for points in batches]
 
@@ -246,7 +247,7 @@ class QdrantEdgeIndex:
         return self._ann_params
 
     def _request(
-        self, query: np.ndarray, limit: int, params: qe.SearchParams | None
+        self, query: list[float] | np.ndarray, limit: int, params: qe.SearchParams | None
     ) -> qe.QueryRequest:
         return qe.QueryRequest(
             limit=limit,
@@ -256,13 +257,12 @@ class QdrantEdgeIndex:
         )
 
     def _pairs(self, points: Sequence[qe.ScoredPoint]) -> Iterator[tuple[str, float]]:
-        scored = [(point.id, point.score) for point in points]  # each .id access builds a UUID
         names = self._item_ids
-        unknown = [pid for pid, _ in scored if pid not in names]
-        if unknown:
-            self._learn_item_ids(unknown)
-        for pid, score in scored:
-            item_id = names.get(pid)
+        scored = [(point.id, names.get(point.id), point.score) for point in points]  # .id builds a UUID
+        if any(item_id is None for _, item_id, _ in scored):
+            self._learn_item_ids([pid for pid, item_id, _ in scored if item_id is None])
+            scored = [(pid, item_id or names.get(pid), score) for pid, item_id, score in scored]
+        for pid, item_id, score in scored:
             if item_id is None:
                 raise IndexError_(f"qdrant-edge point {pid} in {self._path} vanished while queried")
             yield item_id, float(score)
