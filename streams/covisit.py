@@ -1,8 +1,10 @@
 """Streaming item-to-item co-visitation ("people who engaged with a also engaged with b").
 
 When a user engages with item ``b`` at ``t``, each of their previous few items ``a`` (at most
-``window_items`` back and within ``window_s`` of ``t``) co-occurs with ``b``; closer ones count
-more: the ``p``-th most recent previous item adds ``1 / p``. Counts are symmetric
+``window_items`` back and within ``window_s`` of ``t``) co-occurs with ``b``. With
+``pair_weight="rank"`` closer ones count more: the ``p``-th most recent previous item adds
+``1 / p`` (session co-visitation, "viewed together"); with ``"uniform"`` each adds 1
+(long-term co-occurrence over a wide window, "liked by the same people"). Counts are symmetric
 (``co(a, b)`` and ``co(b, a)`` grow together) and decay with a half-life::
 
     co_ab(t) = sum_e w_e * 2 ** (-(t - t_e) / half_life_s)
@@ -12,14 +14,23 @@ stored, as in :mod:`streams.trending`, as the time-independent log-count
 count is ever rewritten because time passed: ``co_ab(t) = 2 ** (L_ab - t / half_life_s)``.
 
 Memory is bounded per item: each row keeps its ``max_neighbours`` strongest neighbours
-(pruned when it doubles, so pruning is amortised O(log M) per update). Rows are pruned
-independently, so after pruning the symmetry is approximate for weak pairs.
+(pruned when it doubles, so pruning is amortised O(log M) per update; equal counts at the
+cut go to the neighbour this counter saw first). Rows are pruned independently, so after
+pruning the symmetry is approximate for weak pairs. Rows are numpy arrays, so scoring a
+user's 20 recent rows of up to 400 neighbours is a few vector operations, not a Python loop
+per neighbour (on ml-100k rows: 5.4 ms -> 0.7 ms per click).
 
-Candidates for a user aggregate the rows of their recent items::
+Candidates for a user aggregate the rows of their recent items, with ``normalise="row"``::
 
     score(c) = sum_r recency(r) * co_rc / (sum_x co_rx + smoothing)
 
-(an estimate of P(c | r), shrunk for items with little or stale evidence), with
+(an estimate of P(c | r), shrunk for items with little or stale evidence), or with
+``normalise="cosine"``::
+
+    score(c) = sum_r recency(r) * co_rc / sqrt((n_r + smoothing) * (n_c + smoothing))
+
+where ``n_i`` is item ``i``'s own decayed count of engagements (so a blockbuster that co-occurs
+with everything does not crowd out the items specifically liked with ``r``). In both,
 ``recency = 1 / (1 + p)`` for the ``p``-th most recent item; ``because`` is the recent item that
 contributed most.
 
@@ -33,11 +44,14 @@ import heapq
 import math
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
 
 from streams.errors import ConfigError
 from streams.trending import log2_add, score_at
 
-__all__ = ["CovisitCounts", "CovisitParams"]
+__all__ = ["CoScores", "CovisitCounts", "CovisitParams"]
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
 
@@ -52,15 +66,24 @@ class CovisitParams:
         window_s: previous items older than this (relative to the new one) do not pair.
         max_neighbours: neighbours kept per item (bounded memory: items x 2 x this).
         query_items: how many of the user's recent items seed candidates.
-        smoothing: added to a row's total before normalising (in decayed co-visit units).
+        smoothing: added to the normaliser's counts (in decayed units).
+        pair_weight: ``"rank"`` (the p-th previous item adds 1/p) or ``"uniform"`` (each adds 1).
+        normalise: ``"row"`` (P(c | r)) or ``"cosine"`` (co_rc / sqrt(n_r n_c)).
+
+    The defaults are tuned on ml-100k with ``recstream eval`` (first 30k clicks, covisit
+    baseline NDCG@10): a half-life of one week 0.0693, 30 days 0.0802, one year 0.0809;
+    then a wider window (20 items within a day) 0.0852 and 20 query items 0.0872. Item-to-item
+    relations are slow to change; trending is where recency lives.
     """
 
-    half_life_s: float = 7 * 86_400.0
-    window_items: int = 5
-    window_s: float = 3_600.0
+    half_life_s: float = 90 * 86_400.0
+    window_items: int = 20
+    window_s: float = 86_400.0
     max_neighbours: int = 50
-    query_items: int = 10
+    query_items: int = 20
     smoothing: float = 1.0
+    pair_weight: Literal["rank", "uniform"] = "rank"
+    normalise: Literal["row", "cosine"] = "row"
 
     def __post_init__(self) -> None:
         if not self.half_life_s > 0:
@@ -69,14 +92,124 @@ class CovisitParams:
             raise ConfigError("covisit window_items, max_neighbours and query_items must be >= 1")
         if self.window_s < 0 or self.smoothing < 0:
             raise ConfigError("covisit window_s and smoothing must be >= 0")
+        if self.pair_weight not in ("rank", "uniform"):
+            raise ConfigError(f"covisit pair_weight must be 'rank' or 'uniform', got {self.pair_weight!r}")
+        if self.normalise not in ("row", "cosine"):
+            raise ConfigError(f"covisit normalise must be 'row' or 'cosine', got {self.normalise!r}")
+
+
+class CoScores:
+    """One user's aggregated co-visitation scores: every item their recent items point to.
+
+    Array-backed (built by :meth:`CovisitCounts.scores`), so a ranker can take the top few
+    and look up the score of any other item (one another generator offered) without a
+    Python dict of every neighbour being built per click.
+    """
+
+    __slots__ = ("_because", "_exclude", "_ids", "_names", "_numbers", "_scores")
+
+    def __init__(self, numbers: dict[str, int], names: list[str], ids: np.ndarray, scores: np.ndarray,
+                 because: np.ndarray, exclude: Container[str]) -> None:
+        self._numbers, self._names = numbers, names
+        self._ids, self._scores, self._because = ids, scores, because  # ids sorted ascending
+        self._exclude = exclude
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def get(self, item_id: str) -> tuple[float, str] | None:
+        """``(score, because_item_id)`` of one item, or None when no recent item points to it."""
+        number = self._numbers.get(item_id)
+        if number is None or item_id in self._exclude:
+            return None
+        j = int(np.searchsorted(self._ids, number))
+        if j >= self._ids.size or self._ids[j] != number:
+            return None
+        return float(self._scores[j]), self._names[int(self._because[j])]
+
+    def top(self, n: int) -> list[tuple[str, float, str]]:
+        """The ``n`` best as ``(item_id, score, because_item_id)``, score descending, ties by item_id."""
+        if n <= 0 or not self._ids.size:
+            return []
+        names, exclude = self._names, self._exclude
+        picked: list[tuple[float, str, int]] = []
+        for j in np.argsort(-self._scores, kind="stable").tolist():
+            score = float(self._scores[j])
+            if len(picked) >= n and score < picked[-1][0]:
+                break  # past the n-th score: ties with it are all in
+            name = names[int(self._ids[j])]
+            if name not in exclude:
+                picked.append((score, name, j))
+        picked.sort(key=lambda t: (-t[0], t[1]))
+        return [(name, score, names[int(self._because[j])]) for score, name, j in picked[:n]]
+
+
+_NO_SCORES_IDS = np.zeros(0, dtype=np.int64)
+
+
+class _Row:
+    """One item's neighbours: numbers and log-counts in arrays (read vectorised), slots in a dict."""
+
+    __slots__ = ("logs", "n", "nb", "slots")
+
+    def __init__(self) -> None:
+        self.slots: dict[int, int] = {}
+        self.nb = np.empty(8, dtype=np.int64)
+        self.logs = np.empty(8, dtype=np.float64)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, b: int, log_w: float) -> None:
+        j = self.slots.get(b)
+        if j is None:
+            j = self.slots[b] = self.n
+            if j == self.nb.size:
+                self.nb = np.concatenate([self.nb, np.empty_like(self.nb)])
+                self.logs = np.concatenate([self.logs, np.empty_like(self.logs)])
+            self.nb[j] = b
+            self.logs[j] = log_w
+            self.n += 1
+        else:
+            self.logs[j] = log2_add(float(self.logs[j]), log_w)
+
+    def keep_strongest(self, m: int) -> None:
+        """Keep the ``m`` largest log-counts (ties by neighbour number)."""
+        order = np.lexsort((self.nb[: self.n], -self.logs[: self.n]))[:m]
+        self.nb = self.nb[order].copy()
+        self.logs = self.logs[order].copy()
+        self.n = int(order.size)
+        self.slots = {b: j for j, b in enumerate(self.nb.tolist())}
+
+    def discard(self, b: int) -> None:
+        j = self.slots.pop(b, None)
+        if j is None:
+            return
+        last = self.n - 1
+        if j != last:  # move the last entry into the hole
+            moved = int(self.nb[last])
+            self.nb[j], self.logs[j] = moved, self.logs[last]
+            self.slots[moved] = j
+        self.n = last
+
+    def items(self) -> list[tuple[int, float]]:
+        return list(zip(self.nb[: self.n].tolist(), self.logs[: self.n].tolist(), strict=True))
 
 
 class CovisitCounts:
-    """Decayed, bounded co-visitation counts. Mutable, worker-local, clock-free."""
+    """Decayed, bounded co-visitation counts. Mutable, worker-local, clock-free.
+
+    Items are numbered as they are first seen (the numbers index the rows' arrays and the
+    engagement totals); a number outlives a removed item, a small cost for array reads.
+    """
 
     def __init__(self, params: CovisitParams | None = None) -> None:
         self.params = params or CovisitParams()
-        self._rows: dict[str, dict[str, float]] = {}
+        self._numbers: dict[str, int] = {}
+        self._names: list[str] = []
+        self._rows: dict[int, _Row] = {}
+        self._totals = np.full(64, -np.inf)  # by item number: log2 of its decayed engagement count
 
     def __len__(self) -> int:
         """Items with at least one neighbour."""
@@ -95,6 +228,9 @@ class CovisitCounts:
             return
         p = self.params
         base = ts_s / p.half_life_s
+        b = self._number(item_id)
+        self._totals[b] = log2_add(float(self._totals[b]), base)
+        uniform = p.pair_weight == "uniform"
         rank = 0
         paired: set[str] = {item_id}
         for prev_id, prev_ts in reversed(prev_items):
@@ -106,9 +242,10 @@ class CovisitCounts:
             rank += 1
             if not abs(ts_s - prev_ts) <= p.window_s:
                 continue
-            log_w = base - math.log2(rank)  # weight 1 / rank
-            self._add(prev_id, item_id, log_w)
-            self._add(item_id, prev_id, log_w)
+            log_w = base if uniform else base - math.log2(rank)  # weight 1 or 1 / rank
+            a = self._number(prev_id)
+            self._add(a, b, log_w)
+            self._add(b, a, log_w)
 
     def neighbours(self, item_id: str, now_s: float, n: int) -> list[tuple[str, float]]:
         """The item's strongest co-visited items.
@@ -121,11 +258,12 @@ class CovisitCounts:
         Returns:
             ``[(item_id, decayed co-visit count), ...]``, descending, ties by item_id.
         """
-        row = self._rows.get(item_id)
-        if not row or n <= 0:
+        number = self._numbers.get(item_id)
+        row = self._rows.get(number) if number is not None else None
+        if row is None or n <= 0:
             return []
         h = self.params.half_life_s
-        best = heapq.nsmallest(n, ((-log, i) for i, log in row.items()))
+        best = heapq.nsmallest(n, ((-log, self._names[b]) for b, log in row.items()))
         return [(i, score_at(-neg, now_s, h)) for neg, i in best]
 
     def candidates(
@@ -135,7 +273,7 @@ class CovisitCounts:
         n: int,
         exclude: Container[str] = _NO_EXCLUDE,
     ) -> list[tuple[str, float, str]]:
-        """Items co-visited with the user's recent items.
+        """The ``n`` items co-visited most with the user's recent items.
 
         Args:
             recent_items: the user's recent items as ``(item_id, ts_s)``, newest last; the
@@ -148,12 +286,19 @@ class CovisitCounts:
             ``[(item_id, score, because_item_id), ...]``, score descending, ties by item_id;
             ``because_item_id`` is the recent item that contributed most.
         """
-        if n <= 0:
-            return []
+        return self.scores(recent_items, now_s, exclude).top(n)
+
+    def scores(
+        self,
+        recent_items: Sequence[tuple[str, float]],
+        now_s: float,
+        exclude: Container[str] = _NO_EXCLUDE,
+    ) -> CoScores:
+        """Every item co-visited with the user's recent items (see :meth:`candidates`)."""
         p = self.params
-        h = p.half_life_s
-        scores: dict[str, float] = {}
-        best_because: dict[str, tuple[float, str]] = {}
+        shift = now_s / p.half_life_s
+        cosine = p.normalise == "cosine"
+        parts: list[tuple[np.ndarray, np.ndarray, int]] = []  # (neighbours, contributions, recent item)
         used: set[str] = set()
         for rid, _ts in reversed(recent_items):
             if len(used) >= p.query_items:
@@ -162,45 +307,75 @@ class CovisitCounts:
                 continue
             recency = 1.0 / (1.0 + len(used))
             used.add(rid)
-            row = self._rows.get(rid)
-            if not row:
+            r = self._numbers.get(rid)
+            row = self._rows.get(r) if r is not None else None
+            if row is None or not row.n:
                 continue
-            # Shift by the row's max before exponentiating: exact ratios, no underflow.
-            top = max(row.values())
-            rel = {c: 2.0 ** (log - top) for c, log in row.items()}
-            total_now = score_at(top, now_s, h)  # decayed count of the strongest neighbour
-            denom = sum(rel.values()) + (p.smoothing / total_now if total_now > 0 else math.inf)
-            for c, r in rel.items():
-                if c in exclude:
-                    continue
-                contrib = recency * r / denom
-                if contrib <= 0.0:
-                    continue
-                scores[c] = scores.get(c, 0.0) + contrib
-                prev = best_because.get(c)
-                if prev is None or contrib > prev[0]:
-                    best_because[c] = (contrib, rid)
-        best = heapq.nsmallest(n, ((-s, c) for c, s in scores.items()))
-        return [(c, -neg, best_because[c][1]) for neg, c in best]
+            nb = row.nb[: row.n]
+            co = np.exp2(np.minimum(row.logs[: row.n] - shift, 1000.0))
+            if cosine:
+                rel = self._cosine(co, r, nb, shift)
+            else:
+                rel = co / (co.sum() + p.smoothing)
+            parts.append((nb, recency * rel, r))
+        if not parts:
+            return CoScores(self._numbers, self._names, _NO_SCORES_IDS, np.zeros(0), _NO_SCORES_IDS, exclude)
+        ids, inverse = np.unique(np.concatenate([nb for nb, _, _ in parts]), return_inverse=True)
+        total = np.zeros(ids.size)
+        best = np.zeros(ids.size)
+        because = np.zeros(ids.size, dtype=np.int64)
+        start = 0
+        for nb, contrib, r in parts:  # an item appears once per row: plain fancy indexing is exact
+            at = inverse[start: start + nb.size]
+            start += nb.size
+            total[at] += contrib
+            better = contrib > best[at]  # the newest recent item wins ties
+            best[at[better]] = contrib[better]
+            because[at[better]] = r
+        keep = total > 0
+        return CoScores(self._numbers, self._names, ids[keep], total[keep], because[keep], exclude)
 
     def remove(self, item_id: str) -> None:
         """Forget an item (deleted from the catalogue): its row and its place in its neighbours' rows."""
-        row = self._rows.pop(item_id, None)
-        for other in row or ():
+        number = self._numbers.get(item_id)
+        if number is None:
+            return
+        self._totals[number] = -np.inf
+        row = self._rows.pop(number, None)
+        for other in row.nb[: row.n].tolist() if row is not None else ():
             other_row = self._rows.get(other)
             if other_row is not None:
-                other_row.pop(item_id, None)
-                if not other_row:
+                other_row.discard(number)
+                if not other_row.n:
                     del self._rows[other]
 
     # ----------------------------------------------------------------- internals
 
-    def _add(self, a: str, b: str, log_w: float) -> None:
+    def _number(self, item_id: str) -> int:
+        number = self._numbers.get(item_id)
+        if number is None:
+            number = self._numbers[item_id] = len(self._names)
+            self._names.append(item_id)
+            if number >= self._totals.size:
+                self._totals = np.concatenate([self._totals, np.full(self._totals.size, -np.inf)])
+        return number
+
+    def _cosine(self, co: np.ndarray, r: int, nb: np.ndarray, shift: float) -> np.ndarray:
+        """``co_rc / sqrt((n_r + s) (n_c + s))`` for the neighbours ``c`` of row ``r``.
+
+        A count is never taken below the co-count it explains: after a restart (counts are
+        worker memory) a user's earlier items may pair before this worker saw them engaged.
+        """
+        s = self.params.smoothing
+        n_r = 2.0 ** min(float(self._totals[r]) - shift, 1000.0)
+        n_c = np.exp2(np.minimum(self._totals[nb] - shift, 1000.0))
+        return co / np.sqrt((np.maximum(co, n_r) + s) * (np.maximum(n_c, co) + s))
+
+    def _add(self, a: int, b: int, log_w: float) -> None:
         row = self._rows.get(a)
         if row is None:
-            row = self._rows[a] = {}
-        row[b] = log2_add(row.get(b, -math.inf), log_w)
+            row = self._rows[a] = _Row()
+        row.add(b, log_w)
         m = self.params.max_neighbours
-        if len(row) > 2 * m:
-            keep = heapq.nsmallest(m, ((-log, i) for i, log in row.items()))
-            self._rows[a] = {i: -neg for neg, i in keep}
+        if row.n > 2 * m:
+            row.keep_strongest(m)

@@ -131,3 +131,49 @@ def test_remove_forgets_an_item_everywhere():
     assert counts.neighbours("c", T0, 10) == []
     assert "c" not in dict(counts.neighbours("a", T0, 10))
     assert len(counts) == 0
+
+
+def test_uniform_pairs_count_every_previous_item_alike():
+    counts = CovisitCounts(CovisitParams(half_life_s=H, pair_weight="uniform", window_items=3))
+    counts.observe([("c", T0), ("b", T0), ("a", T0)], "new", T0)
+    assert dict(counts.neighbours("new", T0, 10)) == {"a": pytest.approx(1.0), "b": pytest.approx(1.0),
+                                                      "c": pytest.approx(1.0)}
+
+
+def test_cosine_prefers_a_specific_neighbour_to_a_blockbuster():
+    """``hit`` co-occurs with ``a`` twice but is clicked by everyone; ``niche`` only with ``a``.
+
+    Row shares (P(c | a)) favour the blockbuster; cosine divides by sqrt(n_c) and does not.
+    """
+    def fed(normalise: str) -> CovisitCounts:
+        counts = CovisitCounts(CovisitParams(half_life_s=1e9, pair_weight="uniform",
+                                             normalise=normalise))
+        feed(counts, [[("a", T0), ("hit", T0 + 1)], [("a", T0), ("hit", T0 + 1)],
+                      [("a", T0), ("niche", T0 + 1)]] + [[("hit", T0 + n)] for n in range(20)])
+        return counts
+
+    assert [c for c, _, _ in fed("row").candidates([("a", T0)], T0 + 30, 2)] == ["hit", "niche"]
+    assert [c for c, _, _ in fed("cosine").candidates([("a", T0)], T0 + 30, 2)] == ["niche", "hit"]
+
+
+@fast
+@given(sessions_st, st.sampled_from(["row", "cosine"]))
+def test_scores_hold_every_candidate_and_candidates_are_their_top(sessions, normalise):
+    counts = CovisitCounts(CovisitParams(half_life_s=H, normalise=normalise))
+    feed(counts, sessions)
+    recent = [(f"i{n}", T0 + n) for n in (0, 3, 5)]
+    scores = counts.scores(recent, T0 + H)
+    top = counts.candidates(recent, T0 + H, 4)
+    assert len(top) == min(4, len(scores))
+    assert [(s, b) for _, s, b in top] == [scores.get(c) for c, _, _ in top]
+    others = [scores.get(f"i{n}") for n in range(12) if f"i{n}" not in {c for c, _, _ in top}]
+    assert all(hit[0] <= top[-1][1] for hit in others if hit is not None)
+
+
+def test_bad_modes_are_config_errors():
+    from streams.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        CovisitParams(pair_weight="square")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        CovisitParams(normalise="l1")  # type: ignore[arg-type]
