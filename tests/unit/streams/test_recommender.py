@@ -54,3 +54,18 @@ def test_a_new_user_gets_what_the_crowd_clicks():
         rec.observe(None, _click(f"u{n}", "cook-3", NOW + n))
     top = rec.recommend(None, NOW + 5)
     assert [r.item_id for r in top] == ["cook-3"] and top[0].source == "trending"
+
+
+def test_people_who_liked_an_item_also_liked_explains_with_the_users_item():
+    """Long-term co-occurrence (``colike``) offers what others liked with the user's item."""
+    rec = _recommender()
+    later = NOW + 3 * 86_400  # beyond the session co-visitation window
+    for n in range(3):  # three users like space-0 and, days later, cook-4
+        state = rec.observe(None, _click(f"fan{n}", "space-0", NOW + n))
+        rec.observe(state, _click(f"fan{n}", "cook-4", later + n))
+    carol = rec.observe(None, _click("carol", "space-0", later + 10))
+    offered = rec.candidates(carol, later + 11)
+    assert [(c.item_id, c.because) for c in offered if c.source == "colike"] == [("cook-4", ("space-0",))]
+    assert not [c for c in offered if c.source == "covisit"]
+    top = rec.recommend(carol, later + 11)
+    assert "cook-4" in [r.item_id for r in top]
