@@ -117,15 +117,17 @@ class CoScores:
     def __len__(self) -> int:
         return int(self._ids.size)
 
-    def get(self, item_id: str) -> tuple[float, str] | None:
-        """``(score, because_item_id)`` of one item, or None when no recent item points to it."""
-        number = self._numbers.get(item_id)
-        if number is None or item_id in self._exclude:
-            return None
-        j = int(np.searchsorted(self._ids, number))
-        if j >= self._ids.size or self._ids[j] != number:
-            return None
-        return float(self._scores[j]), self._names[int(self._because[j])]
+    def lookup(self, item_ids: Sequence[str]) -> list[tuple[float, str] | None]:
+        """``(score, because_item_id)`` of each item, None where no recent item points to it."""
+        if not item_ids or not self._ids.size:
+            return [None] * len(item_ids)
+        numbers = np.fromiter((self._numbers.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        at = np.minimum(np.searchsorted(self._ids, numbers), self._ids.size - 1)
+        found = (self._ids[at] == numbers).tolist()
+        scores, because = self._scores[at].tolist(), self._because[at].tolist()
+        names, exclude = self._names, self._exclude
+        return [(scores[j], names[because[j]]) if found[j] and item_id not in exclude else None
+                for j, item_id in enumerate(item_ids)]
 
     def top(self, n: int) -> list[tuple[str, float, str]]:
         """The ``n`` best as ``(item_id, score, because_item_id)``, score descending, ties by item_id."""
@@ -296,42 +298,52 @@ class CovisitCounts:
     ) -> CoScores:
         """Every item co-visited with the user's recent items (see :meth:`candidates`)."""
         p = self.params
-        shift = now_s / p.half_life_s
-        cosine = p.normalise == "cosine"
-        parts: list[tuple[np.ndarray, np.ndarray, int]] = []  # (neighbours, contributions, recent item)
+        rows: list[_Row] = []
+        numbers: list[int] = []  # of the recent items whose rows are read, newest first
+        recency: list[float] = []
         used: set[str] = set()
         for rid, _ts in reversed(recent_items):
             if len(used) >= p.query_items:
                 break
             if rid in used:
                 continue
-            recency = 1.0 / (1.0 + len(used))
+            recency.append(1.0 / (1.0 + len(used)))
             used.add(rid)
             r = self._numbers.get(rid)
             row = self._rows.get(r) if r is not None else None
             if row is None or not row.n:
+                recency.pop()
                 continue
-            nb = row.nb[: row.n]
-            co = np.exp2(np.minimum(row.logs[: row.n] - shift, 1000.0))
-            if cosine:
-                rel = self._cosine(co, r, nb, shift)
-            else:
-                rel = co / (co.sum() + p.smoothing)
-            parts.append((nb, recency * rel, r))
-        if not parts:
+            rows.append(row)
+            numbers.append(r)  # type: ignore[arg-type]  # r is set when row is
+        if not rows:
             return CoScores(self._numbers, self._names, _NO_SCORES_IDS, np.zeros(0), _NO_SCORES_IDS, exclude)
-        ids, inverse = np.unique(np.concatenate([nb for nb, _, _ in parts]), return_inverse=True)
-        total = np.zeros(ids.size)
+        # Every row in one set of arrays: a fixed number of numpy calls however many rows.
+        lengths = np.fromiter((row.n for row in rows), np.int64, len(rows))
+        nb = np.concatenate([row.nb[: row.n] for row in rows])
+        shift = now_s / p.half_life_s
+        co = np.exp2(np.minimum(np.concatenate([row.logs[: row.n] for row in rows]) - shift, 1000.0))
+        s = p.smoothing
+        if p.normalise == "cosine":
+            # A count is never taken below the co-count it explains: after a restart (counts
+            # are worker memory) a user's earlier items may pair before this worker saw them.
+            n_r = np.repeat(np.exp2(np.minimum(self._totals[numbers] - shift, 1000.0)), lengths)
+            n_c = np.exp2(np.minimum(self._totals[nb] - shift, 1000.0))
+            rel = co / np.sqrt((np.maximum(co, n_r) + s) * (np.maximum(co, n_c) + s))
+        else:
+            row_sums = np.add.reduceat(co, np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+            rel = co / np.repeat(row_sums + s, lengths)
+        contrib = rel * np.repeat(np.asarray(recency), lengths)
+        source = np.repeat(np.asarray(numbers, dtype=np.int64), lengths)
+        ids, inverse = np.unique(nb, return_inverse=True)
+        total = np.bincount(inverse, weights=contrib, minlength=ids.size)
+        # because: the row with the largest contribution; on ties the newest (rows come newest first).
         best = np.zeros(ids.size)
+        np.maximum.at(best, inverse, contrib)
+        at_best = np.flatnonzero(contrib == best[inverse])
+        _, first = np.unique(inverse[at_best], return_index=True)
         because = np.zeros(ids.size, dtype=np.int64)
-        start = 0
-        for nb, contrib, r in parts:  # an item appears once per row: plain fancy indexing is exact
-            at = inverse[start: start + nb.size]
-            start += nb.size
-            total[at] += contrib
-            better = contrib > best[at]  # the newest recent item wins ties
-            best[at[better]] = contrib[better]
-            because[at[better]] = r
+        because[inverse[at_best[first]]] = source[at_best[first]]
         keep = total > 0
         return CoScores(self._numbers, self._names, ids[keep], total[keep], because[keep], exclude)
 
@@ -359,17 +371,6 @@ class CovisitCounts:
             if number >= self._totals.size:
                 self._totals = np.concatenate([self._totals, np.full(self._totals.size, -np.inf)])
         return number
-
-    def _cosine(self, co: np.ndarray, r: int, nb: np.ndarray, shift: float) -> np.ndarray:
-        """``co_rc / sqrt((n_r + s) (n_c + s))`` for the neighbours ``c`` of row ``r``.
-
-        A count is never taken below the co-count it explains: after a restart (counts are
-        worker memory) a user's earlier items may pair before this worker saw them engaged.
-        """
-        s = self.params.smoothing
-        n_r = 2.0 ** min(float(self._totals[r]) - shift, 1000.0)
-        n_c = np.exp2(np.minimum(self._totals[nb] - shift, 1000.0))
-        return co / np.sqrt((np.maximum(co, n_r) + s) * (np.maximum(n_c, co) + s))
 
     def _add(self, a: int, b: int, log_w: float) -> None:
         row = self._rows.get(a)

@@ -267,10 +267,10 @@ class Recommender:
                 score = self.trending.score(item_id, now_s)
                 if score > 0:
                     extra.append(Candidate(item_id, score, "trending", vector))
-            for source, scores in co_scores.items():
-                hit = scores.get(item_id)
-                if hit is not None and item_id not in by_source.get(source, ()):
-                    extra.append(Candidate(item_id, hit[0], source, vector, (hit[1],)))
+        for source, scores in co_scores.items():
+            ids = [i for i in vectors if i not in by_source.get(source, ())]
+            extra.extend(Candidate(i, hit[0], source, vectors[i], (hit[1],))
+                         for i, hit in zip(ids, scores.lookup(ids), strict=True) if hit is not None)
         if queries:
             ids = [i for i in vectors if i not in by_source.get("interest", ())]
             if ids:

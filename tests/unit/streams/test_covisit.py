@@ -165,8 +165,8 @@ def test_scores_hold_every_candidate_and_candidates_are_their_top(sessions, norm
     scores = counts.scores(recent, T0 + H)
     top = counts.candidates(recent, T0 + H, 4)
     assert len(top) == min(4, len(scores))
-    assert [(s, b) for _, s, b in top] == [scores.get(c) for c, _, _ in top]
-    others = [scores.get(f"i{n}") for n in range(12) if f"i{n}" not in {c for c, _, _ in top}]
+    assert [(s, b) for _, s, b in top] == scores.lookup([c for c, _, _ in top])
+    others = scores.lookup([f"i{n}" for n in range(12) if f"i{n}" not in {c for c, _, _ in top}])
     assert all(hit[0] <= top[-1][1] for hit in others if hit is not None)
 
 
@@ -177,3 +177,12 @@ def test_bad_modes_are_config_errors():
         CovisitParams(pair_weight="square")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         CovisitParams(normalise="l1")  # type: ignore[arg-type]
+
+
+def test_lookup_honours_exclude_and_unknown_items():
+    counts = CovisitCounts(CovisitParams(half_life_s=H))
+    feed(counts, [[("a", T0), ("x", T0 + 1)], [("a", T0), ("y", T0 + 1)]])
+    recent = [("a", T0 + 5)]
+    assert counts.scores(recent, T0 + 9).lookup(["x", "never-seen", "a"])[1:] == [None, None]
+    assert counts.scores(recent, T0 + 9, exclude={"x"}).lookup(["x", "y"])[0] is None
+    assert counts.scores([("never-seen", T0)], T0 + 9).lookup(["x"]) == [None]
