@@ -300,22 +300,20 @@ class CovisitCounts:
         p = self.params
         rows: list[_Row] = []
         numbers: list[int] = []  # of the recent items whose rows are read, newest first
-        recency: list[float] = []
+        recency: list[float] = []  # 1 / (1 + p) for the p-th most recent distinct item
         used: set[str] = set()
         for rid, _ts in reversed(recent_items):
             if len(used) >= p.query_items:
                 break
             if rid in used:
                 continue
-            recency.append(1.0 / (1.0 + len(used)))
             used.add(rid)
-            r = self._numbers.get(rid)
-            row = self._rows.get(r) if r is not None else None
-            if row is None or not row.n:
-                recency.pop()
-                continue
-            rows.append(row)
-            numbers.append(r)  # type: ignore[arg-type]  # r is set when row is
+            r = self._numbers.get(rid, -1)
+            row = self._rows.get(r)
+            if row is not None and row.n:
+                rows.append(row)
+                numbers.append(r)
+                recency.append(1.0 / len(used))
         if not rows:
             return CoScores(self._numbers, self._names, _NO_SCORES_IDS, np.zeros(0), _NO_SCORES_IDS, exclude)
         # Every row in one set of arrays: a fixed number of numpy calls however many rows.

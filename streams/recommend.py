@@ -83,8 +83,8 @@ class ItemCatalog:
 #: similarity is a weak one, so every candidate is scored by all of them (``cross_score``)
 #: and the scores are summed (``fusion="sum"``) rather than maxed. First 30k clicks, one
 #: change at a time: co-likes at weight 1.0 0.0888, at 0.5 0.0896; trending 0.4 -> 0.2
-#: 0.0901; co-likes keeping 200 neighbours 0.0922. All 100k clicks: 0.1037 against covisit
-#: 0.1006 and popularity 0.0384.
+#: 0.0901 (then the co-likes' own knobs, see ``COLIKE``). All 100k clicks, as shipped: 0.1031
+#: against covisit 0.1006 and popularity 0.0384.
 #: Popularity counts at full weight only from 5 (decayed) clicks up: on a cold catalogue a
 #: stranger's single click must not outrank a user's own interest (ml-100k NDCG is the
 #: same with a floor of 3, 0.0631 with 5, 0.0620 with 10, first 10k clicks).
@@ -202,6 +202,11 @@ class Recommender:
     def candidates(self, state: UserState | None, now_s: float, *,
                    exclude: AbstractSet[str] = frozenset()) -> list[Candidate]:
         """Every generator's offers for this user, seen (and ``exclude``d) items already dropped."""
+        return self._candidates(state, now_s, exclude, recent_positive(state) if state is not None else [])
+
+    def _candidates(self, state: UserState | None, now_s: float, exclude: AbstractSet[str],
+                    positive: Sequence[tuple[str, float]]) -> list[Candidate]:
+        """:meth:`candidates`, given the state's ``recent_positive`` (ranking reads it too)."""
         p = self.params
         n = p.candidates_per_source
         seen = seen_items(state) if state is not None else frozenset()
@@ -230,11 +235,10 @@ class Recommender:
                     share = 1.0 if source == "session" else w / top_w
                     out.extend(Candidate(h.item_id, h.score * share, source, vector_of(h.item_id))
                                for h in row if h.item_id not in seen)
-            recent = recent_positive(state)
             for source, counts in (("covisit", self.covisit), ("colike", self.colike)):
                 if counts is None:
                     continue
-                scores = co_scores[source] = counts.scores(recent, now_s, seen)
+                scores = co_scores[source] = counts.scores(positive, now_s, seen)
                 for item_id, score, because in scores.top(n):
                     vector = self.catalog.vector(item_id)
                     if vector is not None:
@@ -294,12 +298,11 @@ class Recommender:
             exclude: item ids never to return besides the state's seen set (eval passes
                 every item the user ever clicked; the state remembers only the recent ones).
         """
-        candidates = self.candidates(state, now_s, exclude=exclude)
+        positive = recent_positive(state) if state is not None else []
+        candidates = self._candidates(state, now_s, exclude, positive)
         if not candidates:
             return []
-        recent = []
-        if state is not None:
-            recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in recent_positive(state)]
+        recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in positive]
         exposure = None
         if self.params.rank.exposure_penalty > 0 and len(self.exposure):
             top = self.exposure.top(now_s, 1)

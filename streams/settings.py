@@ -187,7 +187,7 @@ class RecommendSettings(_Section):
     k: int = Field(10, ge=1, le=1000, description="Items per recommendation.")
     candidates_per_source: int = Field(
         20, ge=1,
-        description="Co-visitation and trending candidates per click (ml-100k NDCG@10 is flat from 20 to 50; "
+        description="Co-visitation, co-like and trending candidates per click (ml-100k NDCG@10 is flat from 20 to 50; "
                     "ranking cost grows with it).",
     )
     diversity: float = Field(
