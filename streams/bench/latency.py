@@ -18,7 +18,9 @@ item-vectors topic -> relay (burn-in, timed) -> one worker subprocess (``recstre
 optionally 60 s of silence and one click (``idle``) -> optionally a saturation search.
 
 Modes: ``rate`` (relay + pipeline at ``rate``), ``idle`` (burn-in, silence, one click),
-``saturation`` (highest rate with pipeline p99 under :data:`SATURATION_P99_MS`), ``all``.
+``saturation`` (highest rate with p99 under :data:`SATURATION_P99_MS`, for the relay first
+and then the pipeline: the relay's figure is the throughput floor, what the broker and a bare
+Python client hold on this machine), ``all``.
 """
 
 from __future__ import annotations
@@ -664,7 +666,8 @@ def run_latency_bench(
     Returns:
         The report: ``rate, items, seconds, broker, mode`` and, by mode, ``pipeline_ms``,
         ``relay_ms`` (p50/p90/p99/p999/max), ``ratio_p99``, ``throughput``, ``missing``,
-        ``late_sends``, ``idle_click_ms``, ``saturation_clicks_s`` + ``steps``, and
+        ``late_sends``, ``idle_click_ms``, ``saturation_clicks_s`` + ``steps`` (pipeline),
+        ``relay_saturation_clicks_s`` + ``relay_steps``, ``saturation_ratio``, and
         ``diagnostics`` (per-phase CPU use, where the pipeline's time goes).
 
     Raises:
@@ -727,14 +730,23 @@ async def _run(bench: _Bench, *, rate: float, seconds: float, mode: Mode, burn_i
             await asyncio.to_thread(bench.start_sender)
 
         relay = pipeline = None
-        if mode in ("rate", "all"):
+        timed = mode in ("rate", "all")
+        saturate = mode in ("saturation", "all")
+        if timed or saturate:
             with display.stage("relay"):
                 await asyncio.to_thread(bench.start_relay)
                 if burn_in_s > 0:
-                    await bench.measure("relay burn-in", bench.relay_in, rate=rate, seconds=burn_in_s)
-                relay = await bench.measure("relay", bench.relay_in, rate=rate, seconds=seconds)
+                    await bench.measure("relay burn-in", bench.relay_in, rate=rate if timed else start_rate,
+                                        seconds=burn_in_s)
+                if timed:
+                    relay = await bench.measure("relay", bench.relay_in, rate=rate, seconds=seconds)
+                    display.done(f"relay: {_fmt(relay)}")
+                if saturate:  # the throughput floor: what the broker and a bare Python client hold
+                    relay_good, relay_steps = await _saturation(bench, bench.relay_in, "relay", step_s=step_s,
+                                                                budget_s=budget_s, start_rate=start_rate)
+                    report.update({"relay_saturation_clicks_s": relay_good, "relay_steps": relay_steps})
+                    display.done(f"relay saturation: {relay_good} clicks/s at p99 < {SATURATION_P99_MS:g} ms")
                 bench.stop_relay()
-            display.done(f"relay: {_fmt(relay)}")
 
         with display.stage("starting the worker"):
             bench.start_worker()
@@ -786,10 +798,17 @@ async def _run(bench: _Bench, *, rate: float, seconds: float, mode: Mode, burn_i
             display.done(f"idle probe: first click after {idle_s:g} s silence {report['idle_click_ms']} ms, "
                          f"then {values[1:]}")
 
-        if mode in ("saturation", "all"):
+        if saturate:
             with display.stage("saturation"):
-                report.update(await _saturation(bench, step_s=step_s, budget_s=budget_s, start_rate=start_rate))
-            display.done(f"saturation: {report['saturation_clicks_s']} clicks/s at p99 < {SATURATION_P99_MS:g} ms")
+                good, steps = await _saturation(bench, bench.topics.clicks, "pipeline", step_s=step_s,
+                                                budget_s=budget_s, start_rate=start_rate)
+            relay_good = report.get("relay_saturation_clicks_s")
+            report.update({
+                "saturation_clicks_s": good, "saturation_p99_ms": SATURATION_P99_MS, "steps": steps,
+                "saturation_ratio": round(good / relay_good, 3) if good and relay_good else None,
+            })
+            display.done(f"saturation: {good} clicks/s at p99 < {SATURATION_P99_MS:g} ms "
+                         f"(relay: {relay_good})")
     finally:
         await bench.close()
     diagnostics["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
@@ -803,8 +822,10 @@ def _fmt(phase: Phase) -> str:
             f"missing {phase.missing}, late sends {phase.late_sends}")
 
 
-async def _saturation(bench: _Bench, *, step_s: float, budget_s: float, start_rate: float) -> dict[str, Any]:
-    """Highest rate whose pipeline p99 stays under :data:`SATURATION_P99_MS`: doubling, then bisection."""
+async def _saturation(bench: _Bench, topic: str, name: str, *, step_s: float, budget_s: float,
+                      start_rate: float) -> tuple[float | None, list[dict[str, Any]]]:
+    """Highest rate whose p99 through ``topic`` stays under :data:`SATURATION_P99_MS`, and the
+    steps that found it: doubling, then bisection, within ``budget_s``."""
     started = time.monotonic()
     good: float | None = None
     bad: float | None = None
@@ -812,7 +833,7 @@ async def _saturation(bench: _Bench, *, step_s: float, budget_s: float, start_ra
     rate = start_rate
     while time.monotonic() - started + step_s * 1.5 < budget_s:
         await bench.quiesce(cap_s=max(5.0, budget_s - (time.monotonic() - started)))
-        phase = await bench.measure(f"saturation step {rate:,.0f}/s", bench.topics.clicks, rate=rate,
+        phase = await bench.measure(f"{name} saturation step {rate:,.0f}/s", topic, rate=rate,
                                     seconds=step_s, drain_cap_s=max(30.0, budget_s - (time.monotonic() - started)))
         s = phase.summary()
         if phase.missing:
@@ -828,7 +849,7 @@ async def _saturation(bench: _Bench, *, step_s: float, budget_s: float, start_ra
                       "max": s["max"], "missing": phase.missing, "late_sends": phase.late_sends,
                       "send_lag_ms_p99": phase.send_lag_ms_p99,
                       "throughput_clicks_s": phase.throughput_clicks_s, "cpu_util": phase.cpu_util})
-        bench.display.done(f"  step {rate:,.0f}/s: {verdict} ({_fmt(phase)})")
+        bench.display.done(f"  {name} step {rate:,.0f}/s: {verdict} ({_fmt(phase)})")
         if ok:
             good = rate if good is None else max(good, rate)
         else:
@@ -843,7 +864,7 @@ async def _saturation(bench: _Bench, *, step_s: float, budget_s: float, start_ra
             rate = float(round((good + bad) / 2))
             if bad / good < 1.1 or rate in (good, bad):
                 break
-    return {"saturation_clicks_s": good, "saturation_p99_ms": SATURATION_P99_MS, "steps": steps}
+    return good, steps
 
 
 # --------------------------------------------------------------------------- module CLI

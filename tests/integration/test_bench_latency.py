@@ -40,3 +40,21 @@ def test_short_bench_accounts_for_every_click(kafka_broker: LocalBroker, tmp_pat
     assert report["throughput"]["pipeline_clicks_s"] > 0 and report["throughput"]["relay_clicks_s"] > 0
     assert report["diagnostics"]["pipeline"]["sent"] == 150
     assert plot.stat().st_size > 0
+
+
+def test_saturation_searches_the_relay_floor_then_the_pipeline(kafka_broker: LocalBroker, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", state={"store": "memory"}, index={"kind": "edge"})
+
+    report = run_latency_bench(settings, items=500, mode="saturation", burn_in_s=0.5,
+                               saturation_step_s=1.0, saturation_budget_s=6.0, saturation_start_rate=20.0,
+                               bootstrap_servers=kafka_broker.bootstrap_servers, progress=False,
+                               keep_dir=tmp_path / "bench")
+
+    for key, steps_key in (("relay_saturation_clicks_s", "relay_steps"), ("saturation_clicks_s", "steps")):
+        steps = report[steps_key]
+        assert steps and steps[0]["rate"] == 20.0
+        passed = [s["rate"] for s in steps if s["ok"]]
+        assert report[key] == (max(passed) if passed else None)
+    assert "pipeline_ms" not in report  # no timed run in this mode
+    relay, pipeline = report["relay_saturation_clicks_s"], report["saturation_clicks_s"]
+    assert report["saturation_ratio"] == (round(pipeline / relay, 3) if relay and pipeline else None)
