@@ -41,11 +41,13 @@ from streams.errors import ConfigError
 __all__ = [
     "DEFAULT_SOURCE_WEIGHTS",
     "Candidate",
+    "Offers",
     "RankParams",
     "RankedItem",
     "cosine_top",
     "normalise_rows",
     "rank",
+    "rank_offers",
 ]
 
 #: How much a perfect candidate from each generator is worth. Interest (long-term ANN) is
@@ -177,6 +179,36 @@ def _source_norm(scores: np.ndarray, floor: float = 0.0) -> np.ndarray:
     return (scores - lo) / (hi - lo)
 
 
+@dataclass(frozen=True, slots=True)
+class Offers:
+    """Every candidate item once, with each generator's score for it: what :func:`rank_offers` ranks.
+
+    Generators build this directly (the recommender does, with no per-offer objects);
+    :func:`rank` builds it from a list of :class:`Candidate`.
+
+    Attributes:
+        item_ids: ``n`` distinct items.
+        vectors: ``(n, dim)`` float32, a zero row where an item has no vector.
+        sources: the generator behind each column of ``scores``.
+        scores: ``(n, len(sources))`` float64, each generator's best score for the item,
+            NaN where it did not score it.
+        reasons: item_id -> the generators' own reasons, in offer order.
+    """
+
+    item_ids: list[str]
+    vectors: np.ndarray
+    sources: list[str]
+    scores: np.ndarray
+    reasons: Mapping[str, list[str]]
+
+    def by_source(self, source: str) -> list[tuple[str, float]]:
+        """``(item_id, score)`` of every item ``source`` scored, in item order."""
+        if source not in self.sources:
+            return []
+        column = self.scores[:, self.sources.index(source)]
+        return [(self.item_ids[j], float(column[j])) for j in np.flatnonzero(~np.isnan(column)).tolist()]
+
+
 def rank(
     candidates: Sequence[Candidate],
     *,
@@ -186,10 +218,12 @@ def rank(
     exposure: Mapping[str, float] | None = None,
     exclude: Container[str] = _NO_EXCLUDE,
 ) -> list[RankedItem]:
-    """Merge, score, diversify and explain candidates.
+    """Merge, score, diversify and explain candidates (:func:`rank_offers` over a list).
 
     Args:
-        candidates: from every generator, in any order, duplicates allowed.
+        candidates: from every generator, in any order, duplicates allowed (a generator's
+            best offer of an item counts). An item's vector comes from its first offer that
+            has one, or from the offer of the source first by name.
         recent: the user's recent items as ``(item_id, vector or None)``, newest last; the
             only ids ``because`` may contain.
         k: how many items to return at most.
@@ -200,12 +234,9 @@ def rank(
     Returns:
         Up to ``k`` distinct items, score descending, ties by item_id.
     """
-    if k <= 0:
-        return []
-    # ---- 1. index items and sources in one pass (excluded and non-finite offers dropped)
     slot: dict[str, int] = {}  # item_id -> row
     ids: list[str] = []
-    first_vector: list[np.ndarray | None] = []  # from the first source by name that has one
+    first_vector: list[np.ndarray | None] = []
     vector_source: list[str] = []
     reasons: dict[str, list[str]] = {}
     source_col: dict[str, int] = {}
@@ -232,20 +263,63 @@ def rank(
             r.extend(b for b in c.because if b not in r)
     if not ids:
         return []
+    matrix = np.full((len(ids), len(source_col)), -np.inf)
+    np.maximum.at(matrix, (np.array(offer_row, dtype=np.intp), np.array(offer_col, dtype=np.intp)),
+                  np.array(offer_score, dtype=np.float64))
+    matrix[np.isneginf(matrix)] = np.nan
+    vectors = [None if v is None else np.asarray(v).reshape(-1) for v in first_vector]
+    dim = _common_dim([v for v in vectors if v is not None], recent)
+    zero = np.zeros(dim, dtype=np.float32)
+    stacked = np.stack([v if v is not None and v.size == dim else zero for v in vectors]).astype(np.float32)
+    offers = Offers(item_ids=ids, vectors=stacked, sources=sorted(source_col, key=source_col.__getitem__),
+                    scores=matrix, reasons=reasons)
+    return rank_offers(offers, recent=recent, k=k, params=params, exposure=exposure)
 
-    # ---- 2. per-source normalisation and weights, then one (item x source) relevance matrix
-    names = sorted(source_col, key=source_col.__getitem__)  # column -> source name
-    rows = np.array(offer_row, dtype=np.intp)
-    cols = np.array(offer_col, dtype=np.intp)
-    scores = np.array(offer_score, dtype=np.float64)
-    rel = np.empty_like(scores)
+
+def rank_offers(
+    offers: Offers,
+    *,
+    recent: Sequence[tuple[str, np.ndarray | None]],
+    k: int,
+    params: RankParams,
+    exposure: Mapping[str, float] | None = None,
+) -> list[RankedItem]:
+    """Blend, diversify and explain the offers (the module docstring's steps 1-5).
+
+    Args:
+        offers: every candidate item once, scored by the generators that offered it.
+        recent: the user's recent items as ``(item_id, vector or None)``, newest last; the
+            only ids ``because`` may contain.
+        k: how many items to return at most.
+        params: ranking knobs.
+        exposure: optional ``item_id -> exposure in [0, 1]`` for the exposure penalty.
+
+    Returns:
+        Up to ``k`` distinct items, score descending, ties by item_id.
+    """
+    ids = offers.item_ids
+    if k <= 0 or not ids:
+        return []
+    names = offers.sources
+    # ---- 1-2. per-source normalisation and weights: one (item x source) relevance matrix
+    matrix = np.full(offers.scores.shape, -np.inf)
     for col, name in enumerate(names):
-        mask = cols == col
-        weight = params.source_weights.get(name, params.default_source_weight)
-        rel[mask] = weight * _source_norm(scores[mask], params.score_floors.get(name, 0.0))
-    matrix = np.full((len(ids), len(names)), -np.inf)
-    np.maximum.at(matrix, (rows, cols), rel)  # a source's best offer per item
+        column = offers.scores[:, col]
+        mask = np.isfinite(column)
+        if mask.any():
+            weight = params.source_weights.get(name, params.default_source_weight)
+            matrix[mask, col] = weight * _source_norm(column[mask], params.score_floors.get(name, 0.0))
     offered = np.isfinite(matrix)
+    keep = offered.any(axis=1)
+    if not keep.all():  # an item no generator scored with a finite number
+        keep_rows = np.flatnonzero(keep)
+        if keep_rows.size == 0:
+            return []
+        ids = [ids[j] for j in keep_rows.tolist()]
+        matrix, offered = matrix[keep_rows], offered[keep_rows]
+        vectors = offers.vectors[keep_rows]
+    else:
+        vectors = offers.vectors
     by_name = sorted(range(len(names)), key=names.__getitem__)
     ordered = matrix[:, by_name]
     if params.fusion == "sum":
@@ -255,7 +329,6 @@ def rank(
     else:
         base = matrix.max(axis=1)
         winner = np.argmax(ordered, axis=1)  # ties: the first name
-    best_source = [names[by_name[w]] for w in winner.tolist()]
     relevance = base + params.multi_source_bonus * (offered.sum(axis=1) - 1)
 
     # ---- 3. exposure penalty
@@ -267,16 +340,12 @@ def rank(
     order = np.lexsort((np.array(ids), -relevance))
     ranked = order.tolist()
     ids = [ids[j] for j in ranked]
-    best_source = [best_source[j] for j in ranked]
-    vectors = [None if first_vector[j] is None else np.asarray(first_vector[j]).reshape(-1) for j in ranked]
+    winner = winner[order].tolist()
     relevance = relevance[order]
 
     # ---- 4. MMR over unit vectors (missing vectors are zero rows: similar to nothing)
-    dim = _common_dim([v for v in vectors if v is not None], recent)
-    zero = np.zeros(dim, dtype=np.float32)
-    rows = [v if v is not None and v.size == dim else zero for v in vectors]
-    mat = normalise_rows(np.stack(rows))  # (n, dim)
-
+    mat = normalise_rows(vectors[order]) if vectors.size else np.zeros((len(ids), 0), dtype=np.float32)
+    dim = mat.shape[1]
     lam = params.diversity
     n = min(k, len(ids))
     max_sim = np.zeros(len(ids), dtype=np.float64)
@@ -294,9 +363,9 @@ def rank(
 
     # ---- 5. reasons from the user's recent items
     picked = [j for j, _ in picks]
-    because = _because([ids[j] for j in picked], mat[picked], reasons, recent, dim, params)
+    because = _because([ids[j] for j in picked], mat[picked], offers.reasons, recent, dim, params)
     out = [
-        RankedItem(item_id=ids[j], score=score, because=because[pos], source=best_source[j])
+        RankedItem(item_id=ids[j], score=score, because=because[pos], source=names[by_name[winner[j]]])
         for pos, (j, score) in enumerate(picks)
     ]
     out.sort(key=lambda r: (-r.score, r.item_id))  # only reorders exact ties

@@ -18,7 +18,7 @@ Streaming use (workers): ``observe`` then ``recommend`` on the new state.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -37,7 +37,7 @@ from streams.interest import (
     session_vector,
     update_interest,
 )
-from streams.ranking import Candidate, RankedItem, RankParams, rank
+from streams.ranking import Offers, RankedItem, RankParams, rank_offers
 from streams.records import Click
 from streams.settings import Settings
 from streams.trending import Trending, TrendingParams
@@ -200,19 +200,23 @@ class Recommender:
         return new
 
     def candidates(self, state: UserState | None, now_s: float, *,
-                   exclude: AbstractSet[str] = frozenset()) -> list[Candidate]:
+                   exclude: AbstractSet[str] = frozenset()) -> Offers:
         """Every generator's offers for this user, seen (and ``exclude``d) items already dropped."""
-        return self._candidates(state, now_s, exclude, recent_positive(state) if state is not None else [])
+        return self._offers(state, now_s, exclude, recent_positive(state) if state is not None else [])
 
-    def _candidates(self, state: UserState | None, now_s: float, exclude: AbstractSet[str],
-                    positive: Sequence[tuple[str, float]]) -> list[Candidate]:
-        """:meth:`candidates`, given the state's ``recent_positive`` (ranking reads it too)."""
+    def _offers(self, state: UserState | None, now_s: float, exclude: AbstractSet[str],
+                positive: Sequence[tuple[str, float]]) -> Offers:
+        """:meth:`candidates`, given the state's ``recent_positive`` (ranking reads it too).
+
+        Built as columns (one score per item and generator), never as per-offer objects:
+        this runs on every click and offers number in the hundreds.
+        """
         p = self.params
         n = p.candidates_per_source
         seen = seen_items(state) if state is not None else frozenset()
         if exclude:
             seen = seen | exclude
-        out: list[Candidate] = []
+        table = _OfferTable()
         queries: list[tuple[np.ndarray, float]] = []
         co_scores: dict[str, CoScores] = {}
         if state is not None:
@@ -230,29 +234,23 @@ class Recommender:
                 newest = {ev.item_id for ev in state.recent[-p.ann_candidates:]}
                 hits = self.index.search_batch(np.stack([v for v, _ in queries]), p.ann_candidates,
                                                exclude=newest)
-                vector_of = self.catalog.vector
                 for (_, w), source, row in zip(queries, sources, hits, strict=True):
                     share = 1.0 if source == "session" else w / top_w
-                    out.extend(Candidate(h.item_id, h.score * share, source, vector_of(h.item_id))
-                               for h in row if h.item_id not in seen)
+                    table.offer(source, ((h.item_id, h.score * share) for h in row if h.item_id not in seen))
             for source, counts in (("covisit", self.covisit), ("colike", self.colike)):
                 if counts is None:
                     continue
                 scores = co_scores[source] = counts.scores(positive, now_s, seen)
-                for item_id, score, because in scores.top(n):
-                    vector = self.catalog.vector(item_id)
-                    if vector is not None:
-                        out.append(Candidate(item_id, score, source, vector, (because,)))
-        for item_id, score in self.trending.top(now_s, n, seen):
-            vector = self.catalog.vector(item_id)
-            if vector is not None:
-                out.append(Candidate(item_id, score, "trending", vector))
-        if p.cross_score and out:
-            out.extend(self._cross_scores(out, queries if state is not None else [], co_scores, now_s))
-        return out
+                table.offer_because(source, scores.top(n))
+        table.offer("trending", self.trending.top(now_s, n, seen))
+        ids, vectors = table.items(self.catalog)
+        if p.cross_score and ids:
+            self._cross_score(table, ids, vectors, queries, co_scores, now_s)
+        return table.offers(ids, vectors)
 
-    def _cross_scores(self, offered: list[Candidate], queries: list[tuple[np.ndarray, float]],
-                      co_scores: dict[str, CoScores], now_s: float) -> list[Candidate]:
+    def _cross_score(self, table: _OfferTable, ids: list[str], vectors: np.ndarray,
+                     queries: list[tuple[np.ndarray, float]], co_scores: dict[str, CoScores],
+                     now_s: float) -> None:
         """Score every offered item by the signals of the generators that did not offer it.
 
         A generator returns only its own top list, so an item co-visited with the user's
@@ -260,32 +258,23 @@ class Recommender:
         generators offered it too. Scoring the union under every signal turns the blend into
         a linear model over all of them (with ``fusion="sum"``).
         """
-        by_source: dict[str, set[str]] = {}
-        vectors: dict[str, np.ndarray] = {}
-        for c in offered:
-            by_source.setdefault(c.source, set()).add(c.item_id)
-            if c.vector is not None:
-                vectors.setdefault(c.item_id, c.vector)
-        extra: list[Candidate] = []
-        for item_id, vector in vectors.items():
-            if item_id not in by_source.get("trending", ()):
-                score = self.trending.score(item_id, now_s)
-                if score > 0:
-                    extra.append(Candidate(item_id, score, "trending", vector))
+        trending = table.column("trending")
+        table.offer("trending", ((i, score) for i in ids
+                                 if i not in trending and (score := self.trending.score(i, now_s)) > 0))
         for source, scores in co_scores.items():
-            ids = [i for i in vectors if i not in by_source.get(source, ())]
-            extra.extend(Candidate(i, hit[0], source, vectors[i], (hit[1],))
-                         for i, hit in zip(ids, scores.lookup(ids), strict=True) if hit is not None)
+            offered = table.column(source)
+            missing = [i for i in ids if i not in offered]
+            table.offer_because(source, ((i, hit[0], hit[1]) for i, hit in
+                                         zip(missing, scores.lookup(missing), strict=True) if hit is not None))
         if queries:
-            ids = [i for i in vectors if i not in by_source.get("interest", ())]
-            if ids:
+            interest = table.column("interest")
+            rows = [j for j, i in enumerate(ids) if i not in interest]
+            if rows:
                 top_w = max(w for _, w in queries)
                 shares = np.array([w / top_w for _, w in queries], dtype=np.float32)
                 q = np.stack([v for v, _ in queries])  # (m, dim)
-                sims = (np.stack([vectors[i] for i in ids]) @ q.T) * shares  # (n, m)
-                best = sims.max(axis=1).tolist()
-                extra.extend(Candidate(i, s, "interest", vectors[i]) for i, s in zip(ids, best) if s > 0)
-        return extra
+                best = ((vectors[rows] @ q.T) * shares).max(axis=1).tolist()  # (n, m) -> n
+                table.offer("interest", ((ids[j], s) for j, s in zip(rows, best, strict=True) if s > 0))
 
     def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
                   exclude: AbstractSet[str] = frozenset()) -> list[RankedItem]:
@@ -299,8 +288,8 @@ class Recommender:
                 every item the user ever clicked; the state remembers only the recent ones).
         """
         positive = recent_positive(state) if state is not None else []
-        candidates = self._candidates(state, now_s, exclude, positive)
-        if not candidates:
+        offers = self._offers(state, now_s, exclude, positive)
+        if not offers.item_ids:
             return []
         recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in positive]
         exposure = None
@@ -308,9 +297,69 @@ class Recommender:
             top = self.exposure.top(now_s, 1)
             peak = top[0][1] if top else 0.0
             if peak > 0:
-                exposure = {c.item_id: self.exposure.score(c.item_id, now_s) / peak for c in candidates}
-        ranked = rank(candidates, recent=recent, k=self.params.k, params=self.params.rank, exposure=exposure)
+                exposure = {i: self.exposure.score(i, now_s) / peak for i in offers.item_ids}
+        ranked = rank_offers(offers, recent=recent, k=self.params.k, params=self.params.rank, exposure=exposure)
         if record_exposure and self.params.rank.exposure_penalty > 0:  # counted only where it is read
             for item in ranked:
                 self.exposure.observe(item.item_id, now_s, 1.0)
         return ranked
+
+
+class _OfferTable:
+    """Offers collected column by column: per generator, its best score per item."""
+
+    __slots__ = ("_columns", "_order", "_reasons")
+
+    def __init__(self) -> None:
+        self._columns: dict[str, dict[str, float]] = {}
+        self._order: dict[str, None] = {}  # items in first-offer order
+        self._reasons: dict[str, list[str]] = {}
+
+    def column(self, source: str) -> dict[str, float]:
+        return self._columns.get(source, {})
+
+    def offer(self, source: str, scored: Iterable[tuple[str, float]]) -> None:
+        column = self._columns.setdefault(source, {})
+        order = self._order
+        for item_id, score in scored:
+            if not math.isfinite(score):
+                continue
+            best = column.get(item_id)
+            if best is None:
+                column[item_id] = score
+                order.setdefault(item_id)
+            elif score > best:
+                column[item_id] = score
+
+    def offer_because(self, source: str, scored: Iterable[tuple[str, float, str]]) -> None:
+        """Offers with the generator's own reason (the user's item that supports each)."""
+        triples = list(scored)
+        self.offer(source, ((i, score) for i, score, _ in triples))
+        for item_id, _, because in triples:
+            reasons = self._reasons.setdefault(item_id, [])
+            if because not in reasons:
+                reasons.append(because)
+
+    def items(self, catalog: ItemCatalog) -> tuple[list[str], np.ndarray]:
+        """The offered items the catalog knows (it is the truth; the index only mirrors it),
+        and their vectors; the others are dropped."""
+        vector = catalog.vector
+        found = [(i, v) for i in self._order if (v := vector(i)) is not None]
+        if len(found) < len(self._order):
+            self._order = dict.fromkeys(i for i, _ in found)
+            for column in self._columns.values():
+                for item_id in [i for i in column if i not in self._order]:
+                    del column[item_id]
+        if not found:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return [i for i, _ in found], np.stack([v for _, v in found])
+
+    def offers(self, ids: list[str], vectors: np.ndarray) -> Offers:
+        sources = list(self._columns)
+        scores = np.full((len(ids), len(sources)), np.nan)
+        row = {item_id: j for j, item_id in enumerate(ids)}
+        for col, source in enumerate(sources):
+            column = self._columns[source]
+            if column:
+                scores[[row[i] for i in column], col] = list(column.values())
+        return Offers(item_ids=ids, vectors=vectors, sources=sources, scores=scores, reasons=self._reasons)

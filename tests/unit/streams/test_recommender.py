@@ -65,7 +65,8 @@ def test_people_who_liked_an_item_also_liked_explains_with_the_users_item():
         rec.observe(state, _click(f"fan{n}", "cook-4", later + n))
     carol = rec.observe(None, _click("carol", "space-0", later + 10))
     offered = rec.candidates(carol, later + 11)
-    assert [(c.item_id, c.because) for c in offered if c.source == "colike"] == [("cook-4", ("space-0",))]
-    assert not [c for c in offered if c.source == "covisit"]
+    assert [item_id for item_id, _ in offered.by_source("colike")] == ["cook-4"]
+    assert offered.reasons["cook-4"] == ["space-0"]
+    assert offered.by_source("covisit") == []
     top = rec.recommend(carol, later + 11)
     assert "cook-4" in [r.item_id for r in top]
