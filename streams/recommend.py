@@ -9,7 +9,7 @@ Per click the work is O(state + candidates), never O(catalogue):
 1. candidates: one batched ANN query for the strongest interests plus the session
    vector, co-visitation neighbours of the recent items, and trending items;
 2. seen items dropped (the index over-fetches instead of filtering: DESIGN.md);
-3. :func:`streams.ranking.rank` blends, diversifies (MMR) and explains.
+3. :func:`streams.ranking.rank_offers` blends, diversifies (MMR) and explains.
 
 Prequential use (eval): ``recommend(state, now)`` first, then ``observe(state, click)``.
 Streaming use (workers): ``observe`` then ``recommend`` on the new state.

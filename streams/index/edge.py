@@ -14,17 +14,22 @@ Facts this adapter is built on (qdrant-edge-py 0.9; DESIGN.md "Measured here"):
   every query asks for exact search (recall 1.0, and no dependence on when optimize ran).
 * Engine errors are plain ``Exception`` ("Service runtime error: ..."); they are re-raised
   as :class:`~streams.errors.IndexError_` with the original chained.
-* Point ids are UUIDs (``point_id``); each point carries its item id in its payload.
-  Reading that payload per hit costs a quarter of a query, so queries skip it and map
-  point ids to item ids in memory; ids the map lacks (a shard reopened from disk) are
-  learned from their payloads once, on first sight.
+* Point ids are 64-bit integers (:func:`edge_point_id`, a hash of the item id); each point
+  carries its item id in its payload. Reading that payload per hit costs a quarter of a
+  query, so queries skip it and map point ids to item ids in memory; ids the map lacks (a
+  shard reopened from disk) are learned from their payloads once, on first sight. Integer
+  ids, not the UUIDs of :func:`~streams.index.base.point_id`, because the engine hands each
+  hit's id to Python as an object: a UUID costs ~1.5 us to build, ~170 of them per click.
+  Shards written before carry UUIDs and no :data:`POINT_IDS_FILE`; they are still read and
+  written with UUIDs (rebuild one, by deleting its directory, to get integer ids).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -44,13 +49,28 @@ from streams.index._common import (
 )
 from streams.index.base import ITEM_ID_KEY, Hit, point_id
 
-__all__ = ["QdrantEdgeIndex", "DEFAULT_EXACT_SEARCH_BELOW"]
+__all__ = ["DEFAULT_EXACT_SEARCH_BELOW", "POINT_IDS_FILE", "QdrantEdgeIndex", "edge_point_id"]
 
 log = logging.getLogger(__name__)
 
 #: Point count under which queries ask for exact search. Measured on 2 cores: below ~20k
 #: items a full scan is as fast as HNSW (DESIGN.md, "Measured here before any code").
 DEFAULT_EXACT_SEARCH_BELOW = 20_000
+
+
+#: Marks a shard whose point ids are :func:`edge_point_id` integers (written at create).
+POINT_IDS_FILE = "recstream-point-ids"
+_U64_IDS = "u64"
+
+
+def edge_point_id(item_id: str) -> int:
+    """The Edge point id of ``item_id``: the first 8 bytes of its BLAKE2b hash, as an integer.
+
+    Deterministic, like :func:`~streams.index.base.point_id`, so every replica and restart
+    agrees. Two items meet by chance at ~1e-8 in a catalogue of a million; upserts refuse a
+    collision they can see (an id already held by another item).
+    """
+    return int.from_bytes(hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def _engine_errors(action: str, path: Path) -> AbstractContextManager[None]:
@@ -93,7 +113,7 @@ class QdrantEdgeIndex:
         self._exact_params = qe.SearchParams(exact=True)
         self._ann_params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None else None
         self._with_payload = qe.PayloadSelector.Include([ITEM_ID_KEY])
-        self._item_ids: dict[Any, str] = {}  # point id (UUID) -> item id
+        self._item_ids: dict[Any, str] = {}  # point id -> item id
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=self._dim, distance=qe.Distance.Cosine),
             optimizers=(
@@ -103,12 +123,19 @@ class QdrantEdgeIndex:
             ),
         )
         exists = self._path.is_dir() and any(self._path.iterdir())
+        marker = self._path / POINT_IDS_FILE
         with _engine_errors("load" if exists else "create", self._path):
             if exists:
                 # load() checks the given vector params against the stored segments.
                 self._shard: qe.EdgeShard | None = qe.EdgeShard.load(str(self._path), config)
             else:
                 self._shard = qe.EdgeShard.create(str(self._path), config)
+                marker.write_text(_U64_IDS)
+        integer_ids = marker.is_file() and marker.read_text().strip() == _U64_IDS
+        if not integer_ids:
+            log.info("qdrant-edge shard %s has UUID point ids (written before integer ids); delete the "
+                     "directory to rebuild it with faster integer ids", self._path)
+        self._point_id: Callable[[str], Any] = edge_point_id if integer_ids else point_id
 
     @property
     def name(self) -> str:
@@ -131,12 +158,24 @@ class QdrantEdgeIndex:
         vectors: np.ndarray,
         payloads: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Upsert points ``point_id(item_id)`` with the item id in the payload."""
+        """Upsert points :func:`edge_point_id` ``(item_id)`` with the item id in the payload.
+
+        Raises:
+            IndexError_: bad shapes, an engine failure, or an item whose point id another
+                item already holds (a hash collision; nothing is written).
+        """
         shard = self._open_shard()
         matrix = check_upsert(item_ids, vectors, payloads, self._dim)  # [n, dim]
         if matrix.shape[0] == 0:
             return
-        ids = [point_id(item_id) for item_id in item_ids]
+        ids = [self._point_id(item_id) for item_id in item_ids]
+        known = self._item_ids
+        batch: dict[Any, str] = {}
+        for pid, item_id in zip(ids, item_ids, strict=True):
+            other = known.get(pid) or batch.setdefault(pid, item_id)
+            if other != item_id:
+                raise IndexError_(f"items {other!r} and {item_id!r} hash to the same point id {pid} in "
+                                  f"{self._path}: rename one of them")
         points = [
             qe.Point(
                 ids[i],
@@ -154,7 +193,7 @@ class QdrantEdgeIndex:
         shard = self._open_shard()
         if not item_ids:
             return
-        ids = [point_id(item_id) for item_id in item_ids]
+        ids = [self._point_id(item_id) for item_id in item_ids]
         with _engine_errors("delete", self._path):
             shard.update(qe.UpdateOperation.delete_points(ids))
         for pid in ids:
@@ -258,7 +297,7 @@ class QdrantEdgeIndex:
 
     def _pairs(self, points: Sequence[qe.ScoredPoint]) -> Iterator[tuple[str, float]]:
         names = self._item_ids
-        scored = [(point.id, names.get(point.id), point.score) for point in points]  # .id builds a UUID
+        scored = [(point.id, names.get(point.id), point.score) for point in points]
         if any(item_id is None for _, item_id, _ in scored):
             self._learn_item_ids([pid for pid, item_id, _ in scored if item_id is None])
             scored = [(pid, item_id or names.get(pid), score) for pid, item_id, score in scored]

@@ -454,3 +454,53 @@ def test_edge_refuses_a_shard_written_without_item_ids(tmp_path: Path) -> None:
             index.search(basis()[0], 1)
     finally:
         index.close()
+
+
+def test_edge_new_shards_use_integer_point_ids(tmp_path: Path) -> None:
+    """The engine returns each hit's id as a Python object: integers are cheap, UUIDs are not."""
+    from streams.index.edge import POINT_IDS_FILE, edge_point_id
+
+    index = QdrantEdgeIndex(tmp_path / "shard", dim=DIM)
+    try:
+        index.upsert(["a", "b"], basis()[:2])
+        assert (tmp_path / "shard" / POINT_IDS_FILE).is_file()
+        records = index._open_shard().retrieve([edge_point_id("a"), edge_point_id("b")], None, False)
+        assert sorted(r.id for r in records) == sorted([edge_point_id("a"), edge_point_id("b")])
+    finally:
+        index.close()
+    assert edge_point_id("i") == edge_point_id("i") != edge_point_id("j")
+    assert 0 <= edge_point_id("i") < 2**64
+
+
+def test_edge_keeps_serving_a_shard_written_with_uuid_point_ids(tmp_path: Path) -> None:
+    """Shards from before integer ids (no marker file) are read and written with UUIDs."""
+    import qdrant_edge as qe
+
+    config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine))
+    shard = qe.EdgeShard.create(str(tmp_path / "old"), config)
+    shard.update(qe.UpdateOperation.upsert_points([qe.Point(point_id("a"), basis()[0], {"item_id": "a"})]))
+    shard.close()
+    index = QdrantEdgeIndex(tmp_path / "old", dim=DIM)
+    try:
+        index.upsert(["b"], basis()[1:2])
+        assert [h.item_id for h in index.search(basis()[0], 1)] == ["a"]
+        assert [h.item_id for h in index.search(basis()[1], 1)] == ["b"]
+        index.delete(["a"])
+        assert [h.item_id for h in index.search(basis()[0], 2)] == ["b"]
+    finally:
+        index.close()
+
+
+def test_edge_refuses_an_upsert_whose_point_id_another_item_holds(tmp_path: Path) -> None:
+    index = QdrantEdgeIndex(tmp_path / "shard", dim=DIM)
+    try:
+        index._point_id = lambda item_id: 7  # every item collides
+        index.upsert(["a"], basis()[:1])
+        index.upsert(["a"], basis()[1:2])  # the same item again is an overwrite
+        with pytest.raises(IndexError_, match="same point id"):
+            index.upsert(["b"], basis()[1:2])
+        with pytest.raises(IndexError_, match="same point id"):
+            index.upsert(["c", "d"], basis()[2:4])
+        assert [h.item_id for h in index.search(basis()[1], 5)] == ["a"]
+    finally:
+        index.close()
