@@ -222,8 +222,8 @@ def rank(
 
     Args:
         candidates: from every generator, in any order, duplicates allowed (a generator's
-            best offer of an item counts). An item's vector comes from its first offer that
-            has one, or from the offer of the source first by name.
+            best offer of an item counts). An item's vector is that of its offer from the
+            source first by name, among the offers that carry one.
         recent: the user's recent items as ``(item_id, vector or None)``, newest last; the
             only ids ``because`` may contain.
         k: how many items to return at most.

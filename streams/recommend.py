@@ -338,10 +338,12 @@ class _OfferTable:
         """Offers with the generator's own reason (the user's item that supports each)."""
         triples = list(scored)
         self.offer(source, ((i, score) for i, score, _ in triples))
+        offered = self._columns[source]
         for item_id, _, because in triples:
-            reasons = self._reasons.setdefault(item_id, [])
-            if because not in reasons:
-                reasons.append(because)
+            if item_id in offered:
+                reasons = self._reasons.setdefault(item_id, [])
+                if because not in reasons:
+                    reasons.append(because)
 
     def items(self, catalog: ItemCatalog) -> tuple[list[str], np.ndarray]:
         """The offered items the catalog knows (it is the truth; the index only mirrors it),

@@ -7,7 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ranking import Candidate, RankParams, RankedItem, cosine_top, normalise_rows, rank
+from streams.ranking import (
+    Candidate,
+    Offers,
+    RankedItem,
+    RankParams,
+    cosine_top,
+    normalise_rows,
+    rank,
+    rank_offers,
+)
 
 DIM = 6
 E = np.eye(DIM, dtype=np.float32)
@@ -154,3 +163,29 @@ def test_a_score_floor_keeps_thin_evidence_thin():
     # evidence at or above the floor is full strength again
     strong = [Candidate("crowd", 50.0, "trending", E[0]), cands[1]]
     assert rank(strong, recent=[], k=1, params=floored)[0].item_id == "crowd"
+
+
+def test_rank_offers_is_rank_over_the_same_evidence_as_columns():
+    """Generators hand the ranker a score matrix (NaN: not scored); rank() over a list agrees."""
+    nan = float("nan")
+    offers = Offers(
+        item_ids=["x", "y", "z"],
+        vectors=np.stack([E[0], E[1], E[2]]),
+        sources=["interest", "covisit", "trending"],
+        scores=np.array([[0.9, 0.2, nan], [0.3, nan, 4.0], [nan, 0.8, 1.0]]),
+        reasons={"x": ["r2"], "z": ["r1"]},
+    )
+    cands = [
+        Candidate("x", 0.9, "interest", E[0]),
+        Candidate("y", 0.3, "interest", E[1]),
+        Candidate("x", 0.2, "covisit", E[0], because=("r2",)),
+        Candidate("z", 0.8, "covisit", E[2], because=("r1",)),
+        Candidate("y", 4.0, "trending", E[1]),
+        Candidate("z", 1.0, "trending", E[2]),
+    ]
+    recent = [("r1", E[2]), ("r2", E[3])]
+    for params in (RankParams(diversity=0.0), RankParams(diversity=0.5, fusion="sum")):
+        assert rank_offers(offers, recent=recent, k=3, params=params) == rank(cands, recent=recent, k=3,
+                                                                              params=params)
+    assert offers.by_source("covisit") == [("x", 0.2), ("z", 0.8)]
+    assert offers.by_source("session") == []
