@@ -220,26 +220,20 @@ class Recommender:
         if exclude:
             seen = seen | exclude
         table = _OfferTable()
-        queries: list[tuple[np.ndarray, float]] = []
+        queries: list[_Query] = []
         co_scores: dict[str, CoScores] = {}
         if state is not None:
-            queries = active_interests(state, now_s, p.interest, max_n=p.max_interest_queries)
-            sources = ["interest"] * len(queries)
-            session = session_vector(state, now_s, p.interest)
-            if session is not None:
-                queries.append(session)
-                sources.append("session")
+            queries = _vector_queries(state, now_s, p)
             if queries and len(self.catalog):  # the catalog mirrors the index; an exact count costs ~15 ms at 100k
-                top_w = max(w for _, w in queries)
                 # The index over-fetches one hit per excluded id, so hand it only the newest
                 # seen items (the likeliest neighbours of the queries) and drop the rest here:
                 # the query cost stays bounded however long the user's history is.
                 newest = {ev.item_id for ev in state.recent[-p.ann_candidates:]}
-                hits = self.index.search_batch(np.stack([v for v, _ in queries]), p.ann_candidates,
+                hits = self.index.search_batch(np.stack([q.vector for q in queries]), p.ann_candidates,
                                                exclude=newest)
-                for (_, w), source, row in zip(queries, sources, hits, strict=True):
-                    share = 1.0 if source == "session" else w / top_w
-                    table.offer(source, ((h.item_id, h.score * share) for h in row if h.item_id not in seen))
+                for query, row in zip(queries, hits, strict=True):
+                    table.offer(query.source, ((h.item_id, h.score * query.share) for h in row
+                                               if h.item_id not in seen))
             for source, counts in (("covisit", self.covisit), ("colike", self.colike)):
                 if counts is None:
                     continue
@@ -252,8 +246,7 @@ class Recommender:
         return table.offers(ids, vectors)
 
     def _cross_score(self, table: _OfferTable, ids: list[str], vectors: np.ndarray,
-                     queries: list[tuple[np.ndarray, float]], co_scores: dict[str, CoScores],
-                     now_s: float) -> None:
+                     queries: list[_Query], co_scores: dict[str, CoScores], now_s: float) -> None:
         """Score every offered item by the signals of the generators that did not offer it.
 
         A generator returns only its own top list, so an item co-visited with the user's
@@ -269,15 +262,15 @@ class Recommender:
             missing = [i for i in ids if i not in offered]
             table.offer_because(source, ((i, hit[0], hit[1]) for i, hit in
                                          zip(missing, scores.lookup(missing), strict=True) if hit is not None))
-        if queries:
-            interest = table.column("interest")
-            rows = [j for j, i in enumerate(ids) if i not in interest]
+        for source in ("interest", "session"):  # each as its generator scores: cosine x share
+            mine = [q for q in queries if q.source == source]
+            offered = table.column(source)
+            rows = [j for j, i in enumerate(ids) if i not in offered] if mine else []
             if rows:
-                top_w = max(w for _, w in queries)
-                shares = np.array([w / top_w for _, w in queries], dtype=np.float32)
-                q = np.stack([v for v, _ in queries])  # (m, dim)
+                q = np.stack([m.vector for m in mine])  # (m, dim)
+                shares = np.array([m.share for m in mine], dtype=np.float32)
                 best = ((vectors[rows] @ q.T) * shares).max(axis=1).tolist()  # (n, m) -> n
-                table.offer("interest", ((ids[j], s) for j, s in zip(rows, best, strict=True) if s > 0))
+                table.offer(source, ((ids[j], s) for j, s in zip(rows, best, strict=True) if s > 0))
 
     def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
                   exclude: AbstractSet[str] = frozenset()) -> list[RankedItem]:
@@ -306,6 +299,29 @@ class Recommender:
             for item in ranked:
                 self.exposure.observe(item.item_id, now_s, 1.0)
         return ranked
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One ANN query: a vector, the generator it speaks for, and its weight among the queries."""
+
+    vector: np.ndarray
+    source: str  # "interest" or "session"
+    share: float  # an interest's weight over the strongest query's; the session counts in full
+
+
+def _vector_queries(state: UserState, now_s: float, p: RecommenderParams) -> list[_Query]:
+    """The strongest interests and the session vector, as ANN queries."""
+    interests = active_interests(state, now_s, p.interest, max_n=p.max_interest_queries)
+    session = session_vector(state, now_s, p.interest)
+    weights = [w for _, w in interests] + ([session[1]] if session is not None else [])
+    if not weights:
+        return []
+    top_w = max(weights)
+    queries = [_Query(v, "interest", w / top_w) for v, w in interests]
+    if session is not None:
+        queries.append(_Query(session[0], "session", 1.0))
+    return queries
 
 
 class _OfferTable:

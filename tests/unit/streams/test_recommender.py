@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import replace
+
 from streams.index.memory import MemoryIndex
-from streams.recommend import ItemCatalog, ItemInfo, Recommender
+from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
 from streams.records import Click
 
 DIM = 8
@@ -19,12 +21,13 @@ def _topic_vectors(rng: np.random.Generator, axis: int, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _recommender() -> Recommender:
+def _recommender(params: RecommenderParams = RecommenderParams(), topics: tuple[str, ...] = ("space", "cook"),
+                 per_topic: int = 5) -> Recommender:
     rng = np.random.default_rng(7)
-    rec = Recommender(index=MemoryIndex(DIM), catalog=ItemCatalog())
-    for axis, topic in enumerate(["space", "cook"]):
-        ids = [f"{topic}-{n}" for n in range(5)]
-        vecs = _topic_vectors(rng, axis, 5)
+    rec = Recommender(index=MemoryIndex(DIM), catalog=ItemCatalog(), params=params)
+    for axis, topic in enumerate(topics):
+        ids = [f"{topic}-{n}" for n in range(per_topic)]
+        vecs = _topic_vectors(rng, axis, per_topic)
         rec.upsert_items(ids, vecs, [ItemInfo(vector=v) for v in vecs])
     return rec
 
@@ -70,3 +73,29 @@ def test_people_who_liked_an_item_also_liked_explains_with_the_users_item():
     assert offered.by_source("covisit") == []
     top = rec.recommend(carol, later + 11)
     assert "cook-4" in [r.item_id for r in top]
+
+
+def test_cross_scoring_gives_an_item_the_score_its_generator_would():
+    """An item the ANN did not return is scored by interest and session as their queries
+    would score it (cosine x share): never by the session's similarity at the interests' name
+    (which once let a stranger's click outrank a user's own topic on a small catalogue)."""
+    topics = ("space", "cook", "jazz", "art")
+
+    def offers(ann: int):
+        rec = _recommender(replace(RecommenderParams(), ann_candidates=ann, candidates_per_source=100),
+                           topics=topics, per_topic=6)
+        for n, topic in enumerate(topics):  # strangers make every item trending: all are offered
+            for m in range(6):
+                rec.observe(None, _click(f"fan-{n}-{m}", f"{topic}-{m}", NOW + m))
+        alice = None
+        for n, item in enumerate(["space-0", "cook-0", "space-1", "space-2"]):
+            alice = rec.observe(alice, _click("alice", item, NOW + 10 + n))
+        return rec.candidates(alice, NOW + 20)
+
+    every, few = offers(ann=100), offers(ann=1)  # all from the ANN, or nearly all cross-scored
+    assert set(every.item_ids) == set(few.item_ids)
+    for source in ("interest", "session"):  # cross-scoring keeps positive similarities only
+        want = {i: score for i, score in every.by_source(source) if score > 0}
+        got = {i: score for i, score in few.by_source(source) if score > 0}
+        assert len(want) > 6 and want.keys() == got.keys()
+        assert all(np.isclose(got[i], want[i], atol=1e-6) for i in want), source
