@@ -133,17 +133,33 @@ class CoScores:
         """The ``n`` best as ``(item_id, score, because_item_id)``, score descending, ties by item_id."""
         if n <= 0 or not self._ids.size:
             return []
-        names, exclude = self._names, self._exclude
-        picked: list[tuple[float, str, int]] = []
-        for j in np.argsort(-self._scores, kind="stable").tolist():
-            score = float(self._scores[j])
-            if len(picked) >= n and score < picked[-1][0]:
-                break  # past the n-th score: ties with it are all in
-            name = names[int(self._ids[j])]
-            if name not in exclude:
-                picked.append((score, name, j))
+        scores, names = self._scores, self._names
+        # The best few first (a partition, not a sort of every neighbour); only when excluded
+        # items leave fewer than n there, or ties run past it, is the whole order read.
+        window = 4 * n
+        picked: list[tuple[float, str, int]] | None = None
+        if scores.size > window:
+            head = np.argpartition(-scores, window)[:window]
+            picked = self._pick(head[np.argsort(-scores[head], kind="stable")], n)
+        if picked is None:
+            picked = self._pick(np.argsort(-scores, kind="stable"), n, complete=True)
         picked.sort(key=lambda t: (-t[0], t[1]))
         return [(name, score, names[int(self._because[j])]) for score, name, j in picked[:n]]
+
+    def _pick(self, order: np.ndarray, n: int, complete: bool = False) -> list[tuple[float, str, int]] | None:
+        """``(score, item_id, index)`` of the ``n`` best not excluded, and every tie with the
+        n-th, reading ``order`` (score descending); None if ``order`` ends before it is sure
+        of them, unless it is ``complete`` (every index)."""
+        scores, ids, names, exclude = self._scores, self._ids, self._names, self._exclude
+        picked: list[tuple[float, str, int]] = []
+        for j in order.tolist():
+            score = float(scores[j])
+            if len(picked) >= n and score < picked[-1][0]:
+                return picked  # past the n-th score: ties with it are all in
+            name = names[int(ids[j])]
+            if name not in exclude:
+                picked.append((score, name, j))
+        return picked if complete else None
 
 
 _NO_SCORES_IDS = np.zeros(0, dtype=np.int64)

@@ -121,8 +121,8 @@ class RecommenderParams:
     k: int = 10
     candidates_per_source: int = 20
     # Hits per ANN query (plus one per excluded seen item). 10, not 20: ml-100k first 30k
-    # clicks NDCG@10 0.0918 against 0.0916, and half the hits to fetch and map (bench
-    # clickpath at 20k items: 2.68 -> 2.37 ms per click).
+    # clicks NDCG@10 0.0916 either way (items the ANN leaves out are cross-scored), and half
+    # the hits to fetch and map (bench clickpath at 20k items: 2.68 -> 2.37 ms per click).
     ann_candidates: int = 10
     max_interest_queries: int = 2  # + the session query: 3 HNSW queries per click
     exposure_half_life_s: float = 3_600.0

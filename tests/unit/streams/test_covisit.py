@@ -186,3 +186,21 @@ def test_lookup_honours_exclude_and_unknown_items():
     assert counts.scores(recent, T0 + 9).lookup(["x", "never-seen", "a"])[1:] == [None, None]
     assert counts.scores(recent, T0 + 9, exclude={"x"}).lookup(["x", "y"])[0] is None
     assert counts.scores([("never-seen", T0)], T0 + 9).lookup(["x"]) == [None]
+
+
+@given(st.lists(st.integers(1, 4), min_size=30, max_size=80), st.integers(0, 40), st.integers(1, 6))
+def test_top_over_many_neighbours_is_the_best_not_excluded_ties_by_id(strengths, excluded, n):
+    """Rows longer than top's first window, ties at the cut and the best excluded: the same
+    list as ranking every neighbour by (score desc, id)."""
+    counts = CovisitCounts(CovisitParams(window_items=1, max_neighbours=1_000))
+    t = T0  # one time for every pair: equal strengths are exact ties
+    for k, times in enumerate(strengths):
+        for _ in range(times):
+            counts.observe([("a", t)], f"n{k:02d}", t)
+    by_strength = sorted(range(len(strengths)), key=lambda k: -strengths[k])
+    exclude = {f"n{k:02d}" for k in by_strength[:excluded]}
+    scores = counts.scores([("a", t)], t, exclude)
+    ids = [f"n{k:02d}" for k in range(len(strengths))]
+    everything = sorted(((hit[0], i) for i, hit in zip(ids, scores.lookup(ids), strict=True) if hit is not None),
+                        key=lambda pair: (-pair[0], pair[1]))
+    assert [(i, s) for i, s, _ in scores.top(n)] == [(i, s) for s, i in everything[:n]]
