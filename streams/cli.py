@@ -124,6 +124,14 @@ def cmd_bench_latency(args: argparse.Namespace) -> dict[str, Any]:
                              plot_path=args.plot, progress=True)
 
 
+def cmd_bench_freshness(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.bench.freshness import run_freshness_bench
+
+    return run_freshness_bench(_settings(args), rate=args.rate, seconds=args.seconds, items=args.items,
+                               broker=args.kind, bootstrap_servers=args.bootstrap_servers, plot_path=args.plot,
+                               progress=True)
+
+
 def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
     from streams.bench.clickpath import run_clickpath_bench
 
@@ -230,6 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=Path("bench-latency.png"), help="PNG of both latency CDFs")
     _common(p)
     p.set_defaults(handler=cmd_bench_latency)
+    p = bench.add_parser("freshness", help="new item -> recommendable, through the real encoder")
+    p.add_argument("--rate", type=float, default=20.0, help="new items per second")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the timed run")
+    p.add_argument("--items", type=int, default=100_000, help="synthetic items already in the index")
+    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
+                   help="local broker to start (ignored with --bootstrap-servers)")
+    p.add_argument("--plot", type=Path, default=Path("bench-freshness.png"), help="PNG of both CDFs")
+    _common(p)
+    p.set_defaults(handler=cmd_bench_freshness)
     p = bench.add_parser("clickpath", help="CPU per click in process (no Kafka): the index vs exact search")
     p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
     p.add_argument("--clicks", type=int, default=3_000, help="timed clicks")

@@ -31,6 +31,7 @@ from streams.metrics import Metrics
 from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
 from streams.records import (
     DecodeReason,
+    ItemEvent,
     ItemVector,
     Recommendation,
     RecommendedItem,
@@ -160,7 +161,9 @@ def _register_encode(ctx: WorkerContext) -> None:
     async def encode(stream: Any) -> None:
         async for events in stream.take_events(settings.model.batch_size,
                                                within=settings.model.batch_wait_ms / 1000.0):
-            upserts = []
+            # A vector message carries its item record's timestamp (when the item was described),
+            # so an index replica can time new item -> recommendable (item_freshness_seconds).
+            upserts: list[tuple[ItemEvent, float | None]] = []
             for event in events:
                 message = event.message
                 try:
@@ -170,18 +173,19 @@ def _register_encode(ctx: WorkerContext) -> None:
                     await ctx.send_dead_letter(message, exc)
                     continue
                 if item.op == "delete":
-                    await vectors.send(key=item.item_id.encode(), value=None)
+                    await vectors.send(key=item.item_id.encode(), value=None, timestamp=message.timestamp)
                 else:
-                    upserts.append(item)
+                    upserts.append((item, message.timestamp))
             if not upserts:
                 continue
-            texts = [item.encoder_text() for item in upserts]
+            texts = [item.encoder_text() for item, _ in upserts]
             batch = await asyncio.get_running_loop().run_in_executor(loop_executor, encoder.encode, texts)
             ctx.metrics.items_encoded.inc(len(upserts))
-            for item, vector in zip(upserts, batch, strict=True):
+            for (item, described_s), vector in zip(upserts, batch, strict=True):
                 record = ItemVector.from_array(item_id=item.item_id, model=encoder.version, vector=vector,
                                                title=item.title, tags=item.tags, created_at_s=item.created_at_s)
-                await vectors.send(key=item.item_id.encode(), value=encode_item_vector(record))
+                await vectors.send(key=item.item_id.encode(), value=encode_item_vector(record),
+                                   timestamp=described_s)
 
 
 # --------------------------------------------------------------------------- index
@@ -231,10 +235,13 @@ class IndexReplica:
     async def _read(self, consumer: AIOKafkaConsumer, send_dead_letter: Any) -> int:
         batches = await consumer.getmany(timeout_ms=100, max_records=4096)
         applied = 0
+        serving = self.ctx.index_ready.is_set()  # catch-up reads old vectors: not fresh ones
         for tp, messages in batches.items():
             bad = _apply_vectors(self.ctx, self.recommender_for, messages)
             for message, error in bad:
                 await send_dead_letter(message, error)
+            if serving:
+                _observe_freshness(self.ctx.metrics.item_freshness_seconds, messages, bad, time.time())
             self.positions[tp.partition] = messages[-1].offset + 1
             applied += len(messages)
         return applied
@@ -287,6 +294,16 @@ class IndexReplica:
                     self.ctx.index_ready.set()
         finally:
             await consumer.stop()
+
+
+def _observe_freshness(histogram: Any, messages: list[Any], bad: list[tuple[Any, Exception]],
+                       now_s: float) -> None:
+    """Time each applied upsert from its message timestamp (the item record's, when the encode
+    stage wrote it) to ``now_s``. Tombstones and dead letters are not items made recommendable."""
+    rejected = {id(message) for message, _ in bad}
+    for message in messages:
+        if message.value is not None and message.timestamp is not None and id(message) not in rejected:
+            histogram.observe(max(0.0, now_s - message.timestamp / 1000.0))
 
 
 def _register_index(ctx: WorkerContext) -> None:

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -56,9 +55,9 @@ from streams.bench.load import (
     relay_main,
     synthetic_vectors,
 )
-from streams.bench.stats import percentiles_ms
+from streams.bench.stats import bucket_quantiles_ms, percentiles_ms
 from streams.errors import RecstreamError
-from streams.metrics import sample, scrape
+from streams.metrics import histogram_buckets, sample, scrape
 from streams.settings import Settings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +65,8 @@ log = logging.getLogger(__name__)
 Mode = Literal["rate", "saturation", "idle", "all"]
 BrokerChoice = Literal["auto", "kafka", "tansu"]
 
+#: The worker's own click time (decode -> recommendation produced), read from its metrics.
+CLICK_HISTOGRAM = "recstream_click_seconds"
 #: DESIGN.md "Targets": sustained clicks/s per worker is defined at p99 <= 50 ms.
 SATURATION_P99_MS = 50.0
 #: A saturation step is void when the sender's p99 lag behind its schedule exceeds this:
@@ -140,7 +141,7 @@ _decode_dead = msgspec.json.Decoder(_DeadHead).decode
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_s(pid: int | None) -> float | None:
+def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of a process so far (Linux /proc), or None."""
     if pid is None:
         return None
@@ -151,31 +152,7 @@ def _cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-_BUCKET = re.compile(r'^recstream_click_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
-
-
-def _click_buckets(text: str) -> dict[float, float]:
-    return {float(le): float(count) for le, count in _BUCKET.findall(text)}
-
-
-def _bucket_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float] | None:
-    """Upper bucket bounds (ms) holding the p50/p99 of the worker's own click time."""
-    if not after:
-        return None
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1]
-    if total <= 0:
-        return None
-    out = {}
-    for name, q in (("p50_le", 0.5), ("p99_le", 0.99)):
-        bound = next(b for b, c in zip(bounds, counts, strict=True) if c >= q * total)
-        out[name] = bound * 1000.0 if bound != float("inf") else float("inf")
-    out["count"] = total
-    return out
-
-
-class _Display:
+class Display:
     """Progress on stderr with rich (or log lines when ``enabled`` is false)."""
 
     def __init__(self, enabled: bool) -> None:
@@ -213,10 +190,10 @@ class _Display:
 # --------------------------------------------------------------------------- the run
 
 
-class _Bench:
+class BenchRun:
     """Everything one benchmark run owns; :meth:`close` releases it in reverse order."""
 
-    def __init__(self, settings: Settings, *, partitions: int, users: int, items: int, display: _Display,
+    def __init__(self, settings: Settings, *, partitions: int, users: int, items: int, display: Display,
                  work_dir: Path) -> None:
         self.settings = settings
         self.kafka = settings.kafka
@@ -323,15 +300,17 @@ class _Bench:
         if not parent.poll(60) or parent.recv() != "ready":
             raise BenchError("the click sender process did not start within 60 s")
 
-    async def start_subscriber(self) -> None:
+    async def start_subscriber(self, topics: tuple[str, ...] | None = None) -> None:
+        """Record every new message (arrival time, message) on ``topics`` (default: the
+        recommendations, dead letters and the relay's output) in :attr:`received`."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(**self.kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="latest")
         await consumer.start()
+        topics = topics or (self.topics.recommendations, self.topics.dead_letters, self.relay_out)
         tps = [TopicPartition(topic, p)  # create_topics made every bench topic with this many
-               for topic in (self.topics.recommendations, self.topics.dead_letters, self.relay_out)
-               for p in range(self.topics.partitions)]
+               for topic in topics for p in range(self.topics.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
@@ -353,7 +332,7 @@ class _Bench:
         """Wait until no output has arrived for ``quiet_s`` (a backlog drained); return the wait."""
         started = time.monotonic()
         while time.monotonic() - self.last_arrival_mono < quiet_s and time.monotonic() - started < cap_s:
-            self._check_worker()
+            self.check_worker()
             self.display.update(f"waiting for the pipeline to drain ({time.monotonic() - started:.0f} s)")
             await asyncio.sleep(0.25)
         return time.monotonic() - started
@@ -392,15 +371,16 @@ class _Bench:
             "RECSTREAM_RECOMMEND": self.settings.recommend.model_dump_json(),
             "RECSTREAM_LIMITS": self.settings.limits.model_dump_json(),
             "RECSTREAM_INDEX__KIND": self.settings.index.kind,
+            "RECSTREAM_MODEL__DIR": str(self.settings.model_dir),  # the encode stage's (when it runs)
             **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.items()},
         })
         if self.settings.index.url:
             env["RECSTREAM_INDEX__URL"] = self.settings.index.url
         return env
 
-    def start_worker(self) -> None:
+    def start_worker(self, stages: str = "index,recommend") -> None:
         env = self.worker_env()
-        argv = [sys.executable, "-m", "streams.cli", "worker", "--stages", "index,recommend",
+        argv = [sys.executable, "-m", "streams.cli", "worker", "--stages", stages,
                 "--name", "bench", "--metrics-port", str(self.metrics_port)]
         log.info("starting worker: %s (log %s)", " ".join(argv), self.worker_log)
         with open(self.worker_log, "ab") as out:
@@ -413,7 +393,7 @@ class _Bench:
         except OSError:
             return ""
 
-    def _check_worker(self) -> None:
+    def check_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is not None:
             raise BenchError(f"the worker exited with code {self.worker.returncode}:\n{self._worker_tail()}")
 
@@ -421,7 +401,7 @@ class _Bench:
         """Send a warm-up click every second until one is answered; return seconds waited."""
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
-            self._check_worker()
+            self.check_worker()
             indexed = int(sample(await asyncio.to_thread(scrape, self.metrics_port), "recstream_items_indexed_total"))
             self.display.update(f"waiting for the worker to serve ({indexed:,}/{self.items:,} items indexed, "
                                 f"{time.monotonic() - started:.0f} s)")
@@ -436,7 +416,7 @@ class _Bench:
 
     # ----------------------------------------------------------------- one timed stretch
 
-    async def _send(self, plan: SendPlan) -> SendResult:
+    async def send(self, plan: SendPlan) -> SendResult:
         self._sender_conn.send(plan)
         while not await asyncio.to_thread(self._sender_conn.poll, 1.0):
             if not self.sender.is_alive():
@@ -461,14 +441,14 @@ class _Bench:
                         seed=self._seed)
         start = len(self.received)
         pids = self._pids()
-        cpu_before = {k: _cpu_s(pid) for k, pid in pids.items()}
-        buckets_before = _click_buckets(await asyncio.to_thread(scrape, self.metrics_port)) if pipeline else {}
+        cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        buckets_before = histogram_buckets(await asyncio.to_thread(scrape, self.metrics_port), CLICK_HISTOGRAM) if pipeline else {}
         if not quiet:
             self.display.update(f"{name}: {rate:,.0f} clicks/s for {seconds:g} s")
-        result = await self._send(plan)
+        result = await self.send(plan)
         wall_s = max(1e-9, float(result.sent_s[-1] - result.sent_s[0]))
-        cpu_after = {k: _cpu_s(pid) for k, pid in pids.items()}
-        buckets_after = _click_buckets(await asyncio.to_thread(scrape, self.metrics_port)) if pipeline else {}
+        cpu_after = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        buckets_after = histogram_buckets(await asyncio.to_thread(scrape, self.metrics_port), CLICK_HISTOGRAM) if pipeline else {}
 
         index = {(int(p), int(o)): i for i, (p, o) in enumerate(zip(result.partitions, result.offsets, strict=True))
                  if p >= 0}
@@ -516,7 +496,7 @@ class _Bench:
         if pipeline:
             phase.to_generated_ms = (generated[ok] - result.sent_s[ok]) * 1000.0
             phase.from_generated_ms = (arrival[ok] - generated[ok]) * 1000.0
-            phase.worker_click_ms = _bucket_quantiles(buckets_before, buckets_after)
+            phase.worker_click_ms = bucket_quantiles_ms(buckets_before, buckets_after)
         if result.errors:
             log.warning("%s: %d sends failed, e.g. %s", name, result.failed, result.errors[0])
         return phase
@@ -678,7 +658,32 @@ def run_latency_bench(
         raise BenchError("rate, seconds and items must be positive")
     if mode not in ("rate", "saturation", "idle", "all"):
         raise BenchError(f"unknown mode {mode!r}: choose rate, saturation, idle or all")
-    display = _Display(progress)
+    display = Display(progress)
+    with bench_setup(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
+                     display=display) as setup:
+        bench = BenchRun(setup.settings, partitions=partitions or settings.topics.partitions, users=users,
+                         items=items, display=display, work_dir=setup.work_dir)
+        bench.broker_pid = setup.broker_pid
+        report = asyncio.run(_run(bench, rate=rate, seconds=seconds, mode=mode, burn_in_s=burn_in_s,
+                                  idle_s=idle_s, step_s=saturation_step_s, budget_s=saturation_budget_s,
+                                  start_rate=saturation_start_rate, ready_timeout_s=ready_timeout_s,
+                                  plot_path=plot_path))
+        return {"rate": rate, "items": items, "seconds": seconds, "broker": setup.broker, "mode": mode, **report}
+
+
+@dataclass(frozen=True)
+class BenchSetup:
+    settings: Settings  # with the broker's bootstrap servers
+    broker: str  # what it is, for the report
+    broker_pid: int | None
+    work_dir: Path  # the worker's data dir and log
+
+
+@contextlib.contextmanager
+def bench_setup(settings: Settings, *, broker: BrokerChoice, bootstrap_servers: str | None,
+                keep_dir: Path | None, display: Display) -> Iterator[BenchSetup]:
+    """A broker (a local one started here unless ``bootstrap_servers`` is given) and a work
+    dir (a temp dir removed afterwards, unless ``keep_dir``), both released on exit."""
     work_dir = keep_dir or Path(tempfile.mkdtemp(prefix="recstream-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     local = None
@@ -691,19 +696,10 @@ def run_latency_bench(
             bootstrap_servers = local.bootstrap_servers
             display.done(f"broker: {local.description} on {bootstrap_servers}")
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
-        settings = settings.model_copy(update={"kafka": kafka})
-        bench = _Bench(settings, partitions=partitions or settings.topics.partitions, users=users, items=items,
-                       display=display, work_dir=work_dir)
-        if local is not None:
-            bench.broker_pid = getattr(getattr(local, "_process", None), "pid", None)
-        report = asyncio.run(_run(bench, rate=rate, seconds=seconds, mode=mode, burn_in_s=burn_in_s,
-                                  idle_s=idle_s, step_s=saturation_step_s, budget_s=saturation_budget_s,
-                                  start_rate=saturation_start_rate, ready_timeout_s=ready_timeout_s,
-                                  plot_path=plot_path))
-        report = {"rate": rate, "items": items, "seconds": seconds,
-                  "broker": local.description if local is not None else f"external {bootstrap_servers}",
-                  "mode": mode, **report}
-        return report
+        yield BenchSetup(settings=settings.model_copy(update={"kafka": kafka}),
+                         broker=local.description if local is not None else f"external {bootstrap_servers}",
+                         broker_pid=getattr(getattr(local, "_process", None), "pid", None),
+                         work_dir=work_dir)
     finally:
         if local is not None:
             local.stop()
@@ -711,7 +707,7 @@ def run_latency_bench(
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-async def _run(bench: _Bench, *, rate: float, seconds: float, mode: Mode, burn_in_s: float, idle_s: float,
+async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn_in_s: float, idle_s: float,
                step_s: float, budget_s: float, start_rate: float, ready_timeout_s: float,
                plot_path: Path | None) -> dict[str, Any]:
     display = bench.display
@@ -822,7 +818,7 @@ def _fmt(phase: Phase) -> str:
             f"missing {phase.missing}, late sends {phase.late_sends}")
 
 
-async def _saturation(bench: _Bench, topic: str, name: str, *, step_s: float, budget_s: float,
+async def _saturation(bench: BenchRun, topic: str, name: str, *, step_s: float, budget_s: float,
                       start_rate: float) -> tuple[float | None, list[dict[str, Any]]]:
     """Highest rate whose p99 through ``topic`` stays under :data:`SATURATION_P99_MS`, and the
     steps that found it: doubling, then bisection, within ``budget_s``."""

@@ -1,4 +1,4 @@
-"""The load side of the latency benchmark: catalogue, click sender and bare relay.
+"""The load side of the benchmarks: catalogue, click (or new item) sender and bare relay.
 
 Each piece runs in its own process (``multiprocessing`` with the *spawn* start method), so
 that the sender's schedule and the subscriber's receive times are not delayed by each
@@ -11,6 +11,7 @@ the same clock in every process, so ``arrival - send`` is a latency.
   at a fixed rate with absolute scheduling (click ``i`` is due at ``t0 + i / rate``; a click
   sent more than :data:`LATE_S` after its due time is counted as late, never hidden) and
   returns, per click, the ``(partition, offset)`` the broker gave it and its send time.
+  The same process sends new item records for ``bench freshness`` (``kind="items"``).
 - :func:`relay_main`: consume -> produce, nothing else: the floor any consume-process-
   produce pipeline on this broker and client pays.
 """
@@ -20,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -81,7 +83,8 @@ def zipf_draw(rng: np.random.Generator, population: int, size: int, s: float) ->
 
 @dataclass(frozen=True)
 class SendPlan:
-    """What the sender does for one phase: ``round(rate * seconds)`` clicks (at least one)."""
+    """What the sender does for one phase: ``round(rate * seconds)`` records (at least one):
+    clicks on the catalogue, or (``kind="items"``) new item records for the encoder."""
 
     topic: str
     rate: float
@@ -90,6 +93,11 @@ class SendPlan:
     users: int
     seed: int
     start_delay_s: float = 0.2
+    kind: Literal["clicks", "items"] = "clicks"
+
+    @property
+    def count(self) -> int:
+        return max(1, round(self.rate * self.seconds))
 
 
 @dataclass
@@ -117,15 +125,43 @@ class _Click(msgspec.Struct):
     ts: float
 
 
-async def _send_schedule(producer: Any, plan: SendPlan) -> SendResult:
-    n = max(1, round(plan.rate * plan.seconds))
-    rng = np.random.default_rng(plan.seed)
-    users = zipf_draw(rng, plan.users, n, USER_ZIPF_S)
-    items = zipf_draw(rng, plan.items, n, ITEM_ZIPF_S)
-    user_ids = [user_key(int(u)) for u in users]
-    item_ids = [item_key(int(i)) for i in items]
-    keys = [u.encode() for u in user_ids]
+class _Item(msgspec.Struct):
+    item_id: str
+    title: str
+    text: str
+    created_at: float
+
+
+def new_item_key(seed: int, k: int) -> str:
+    """The id of the ``k``-th new item a ``kind="items"`` plan with ``seed`` sends."""
+    return f"new-{seed}-{k}"
+
+
+#: Words for new items' texts: ~25 tokens each, the length DESIGN.md's encoder figures use.
+_WORDS = ("river city night story music garden winter space ocean history family robot desert "
+          "kitchen island mystery comedy travel science forest mountain train letter war dream "
+          "friend summer detective painter village storm engine library").split()
+
+
+def _records(plan: SendPlan) -> tuple[list[bytes], Callable[[int, float], bytes]]:
+    """The keys of ``plan``'s records, and how to make record ``i``'s value at send time."""
     encode = msgspec.json.Encoder().encode
+    rng = np.random.default_rng(plan.seed)
+    n = plan.count
+    if plan.kind == "items":
+        ids = [new_item_key(plan.seed, k) for k in range(n)]
+        texts = [" ".join(rng.choice(_WORDS, size=18)) for _ in range(n)]
+        return ([i.encode() for i in ids],
+                lambda i, sent: encode(_Item(item_id=ids[i], title=f"new item {i}", text=texts[i], created_at=sent)))
+    user_ids = [user_key(int(u)) for u in zipf_draw(rng, plan.users, n, USER_ZIPF_S)]
+    item_ids = [item_key(int(i)) for i in zipf_draw(rng, plan.items, n, ITEM_ZIPF_S)]
+    return ([u.encode() for u in user_ids],
+            lambda i, sent: encode(_Click(user_id=user_ids[i], item_id=item_ids[i], ts=sent)))
+
+
+async def _send_schedule(producer: Any, plan: SendPlan) -> SendResult:
+    n = plan.count
+    keys, make_value = _records(plan)
     partitions = np.full(n, -1, dtype=np.int32)
     offsets = np.full(n, -1, dtype=np.int64)
     sent_s = np.zeros(n, dtype=np.float64)
@@ -153,8 +189,7 @@ async def _send_schedule(producer: Any, plan: SendPlan) -> SendResult:
         # Everything due by now goes out now; lateness is recorded per click, not hidden.
         while i < n and due_s[i] <= now:
             sent = sent_s[i] = time.time()
-            value = encode(_Click(user_id=user_ids[i], item_id=item_ids[i], ts=sent))
-            future = await producer.send(plan.topic, value, key=keys[i])
+            future = await producer.send(plan.topic, make_value(i, sent), key=keys[i])
             future.add_done_callback(functools.partial(on_done, i))
             pending.append(future)
             i += 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 
@@ -18,4 +19,28 @@ def percentiles_ms(values_ms: np.ndarray | Sequence[float]) -> dict[str, float |
         name: round(float(np.percentile(values, q)), 2) for name, q in PERCENTILES.items()
     }
     out["max"] = round(float(values.max()), 2)
+    return out
+
+
+def bucket_quantiles_ms(before: Mapping[float, float], after: Mapping[float, float],
+                        quantiles: Mapping[str, float] = MappingProxyType({"p50": 0.5, "p99": 0.99}),
+                        ) -> dict[str, float] | None:
+    """Quantiles (ms) of what a Prometheus histogram counted between two scrapes.
+
+    Each ``pXX_le`` is the upper bound of the bucket that holds that quantile: the value is
+    at most that (``inf`` past the last finite bound). ``count`` is the number observed.
+    ``None`` when nothing was observed in between.
+    """
+    if not after:
+        return None
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if total <= 0:
+        return None
+    out: dict[str, float] = {}
+    for name, q in quantiles.items():
+        bound = next(b for b, c in zip(bounds, counts, strict=True) if c >= q * total)
+        out[f"{name}_le"] = bound * 1000.0 if bound != float("inf") else float("inf")
+    out["count"] = total
     return out

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
-from streams.bench.stats import percentiles_ms
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from streams.bench.stats import bucket_quantiles_ms, percentiles_ms
 from streams.brokers import free_port
-from streams.metrics import sample, scrape
+from streams.metrics import FRESHNESS_BUCKETS_S, histogram_buckets, sample, scrape
+from streams.worker import _observe_freshness
 
 
 def test_percentiles_of_nothing_are_json_null():
@@ -32,3 +36,40 @@ def test_sample_reads_one_unlabelled_value():
 def test_scrape_is_empty_while_no_worker_listens():
     assert scrape(None) == ""
     assert scrape(free_port(), timeout_s=0.5) == ""
+
+
+def _freshness_histogram() -> tuple[Histogram, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return Histogram("recstream_item_freshness_seconds", "test", buckets=FRESHNESS_BUCKETS_S,
+                     registry=registry), registry
+
+
+def test_histogram_buckets_read_back_what_prometheus_wrote():
+    histogram, registry = _freshness_histogram()
+    for seconds in (0.003, 0.012, 0.012, 0.4, 99.0):
+        histogram.observe(seconds)
+    buckets = histogram_buckets(generate_latest(registry).decode(), "recstream_item_freshness_seconds")
+    assert buckets[0.005] == 1 and buckets[0.015] == 3 and buckets[0.5] == 4 and buckets[30.0] == 4
+    assert buckets[float("inf")] == 5
+    assert histogram_buckets("", "recstream_item_freshness_seconds") == {}
+
+
+def test_bucket_quantiles_count_only_what_came_between_two_scrapes():
+    before = {0.01: 5.0, 0.1: 5.0, float("inf"): 5.0}  # the warm-up: 5 fast ones
+    after = {0.01: 6.0, 0.1: 105.0, float("inf"): 106.0}  # then 1 fast, 99 slower, 1 past every bound
+    out = bucket_quantiles_ms(before, after, {"p50": 0.5, "p99": 0.99, "max": 1.0})
+    assert out == {"p50_le": 100.0, "p99_le": 100.0, "max_le": float("inf"), "count": 101.0}
+    assert bucket_quantiles_ms(after, after) is None  # nothing new
+    assert bucket_quantiles_ms({}, {}) is None
+
+
+def test_freshness_observes_applied_upserts_only():
+    seen: list[float] = []
+    histogram = SimpleNamespace(observe=seen.append)
+    message = lambda value, ts_ms: SimpleNamespace(value=value, timestamp=ts_ms)  # noqa: E731
+    ok, late, tombstone, bad, no_ts = (message(b"v", 99_950), message(b"v", 99_000), message(None, 99_990),
+                                       message(b"x", 99_990), message(b"v", None))
+    future = message(b"v", 100_500)  # another clock ahead of ours: never a negative age
+    _observe_freshness(histogram, [ok, late, tombstone, bad, no_ts, future], [(bad, ValueError("bad"))],
+                       now_s=100.0)
+    assert [round(s, 3) for s in seen] == [0.05, 1.0, 0.0]
