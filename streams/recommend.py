@@ -67,6 +67,9 @@ class ItemCatalog:
     def get(self, item_id: str) -> ItemInfo | None:
         return self._items.get(item_id)
 
+    def ids(self) -> list[str]:
+        return list(self._items)
+
     def put(self, item_id: str, info: ItemInfo) -> None:
         self._items[item_id] = info
 

@@ -26,6 +26,7 @@ import faust
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams import snapshot
 from streams.interest import decode_state, encode_state
 from streams.metrics import Metrics
 from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
@@ -205,6 +206,10 @@ class IndexReplica:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.positions: dict[int, int] = {}  # next offset to read, per partition
+        # A restart resumes from a snapshot where the index outlives the process (not numpy).
+        self.snapshot_path = (snapshot.snapshot_path(ctx.settings.index_path)
+                              if ctx.settings.index.kind != "memory" else None)
+        self._saved: dict[int, int] | None = None  # positions of the last snapshot written/read
 
     def recommender_for(self, dim: int) -> Recommender:
         ctx = self.ctx
@@ -246,8 +251,42 @@ class IndexReplica:
             applied += len(messages)
         return applied
 
+    def resume(self, end_offsets: dict[int, int]) -> bool:
+        """Seed the catalogue and read positions from the snapshot, when it matches the index
+        on disk and the topic (see :mod:`streams.snapshot`); ``False``: read from the start."""
+        if self.snapshot_path is None or (snap := snapshot.read(self.snapshot_path)) is None:
+            return False
+        recommender = self.recommender_for(snap.dim)
+        why = snapshot.usable(snap, topic=self.ctx.settings.topics.item_vectors,
+                              index_points=recommender.index.count(), end_offsets=end_offsets)
+        if why is not None:
+            log.info("not resuming from %s: %s; rebuilding from the topic", self.snapshot_path, why)
+            return False
+        snapshot.restore(snap, recommender.catalog)
+        self.positions = dict(snap.positions)
+        self._saved = dict(snap.positions)
+        log.info("index replica resumed from %s: %d items, reading on from offsets %s",
+                 self.snapshot_path, len(snap.item_ids), self.positions)
+        return True
+
+    def save(self) -> None:
+        """Flush the index and snapshot the replica (a no-op when nothing was read since)."""
+        recommender = self.ctx.recommender
+        if self.snapshot_path is None or recommender is None or self.positions == self._saved:
+            return
+        began = time.monotonic()
+        recommender.index.flush()
+        snap = snapshot.take(recommender.catalog, topic=self.ctx.settings.topics.item_vectors,
+                             positions=self.positions, index_points=recommender.index.count(),
+                             dim=recommender.index.dim)
+        snapshot.write(self.snapshot_path, snap)
+        self._saved = dict(self.positions)
+        log.info("index replica snapshot: %d items to %s in %.1f s", len(snap.item_ids), self.snapshot_path,
+                 time.monotonic() - began)
+
     async def catch_up(self) -> int:
-        """Apply every vector up to the current end offsets; build the ANN index if large."""
+        """Apply every vector up to the current end offsets (from the snapshot's, when it can
+        be resumed), build the ANN index if large, and snapshot the replica."""
         from aiokafka import AIOKafkaProducer
 
         settings = self.ctx.settings
@@ -264,6 +303,10 @@ class IndexReplica:
         try:
             end = await consumer.end_offsets(tps)
             started = time.monotonic()
+            if self.resume({tp.partition: offset for tp, offset in end.items()}):
+                for tp in tps:
+                    if tp.partition in self.positions:
+                        consumer.seek(tp, self.positions[tp.partition])
             while any(self.positions.get(tp.partition, 0) < offset for tp, offset in end.items()):
                 await self._read(consumer, send_dead_letter)
         finally:
@@ -278,6 +321,7 @@ class IndexReplica:
             began = time.monotonic()
             recommender.index.optimize()
             log.info("ANN index built in %.1f s", time.monotonic() - began)
+        self.save()
         self.ctx.index_ready.set()
         return count
 
@@ -471,5 +515,9 @@ def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_nam
     replica = app.recstream_context.replica
     if replica is not None:
         asyncio.run(replica.catch_up())  # before joining the group: serve only a complete index
-    Worker(app, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
-           override_logging=False).execute_from_commandline()
+    try:
+        Worker(app, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
+               override_logging=False).execute_from_commandline()
+    finally:
+        if replica is not None:
+            replica.save()  # so that the next start reads only what comes after
