@@ -132,6 +132,13 @@ def cmd_bench_freshness(args: argparse.Namespace) -> dict[str, Any]:
                                progress=True)
 
 
+def cmd_bench_restart(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.bench.restart import run_restart_bench
+
+    return run_restart_bench(_settings(args), users=args.users, items=args.items, broker=args.kind,
+                             bootstrap_servers=args.bootstrap_servers, progress=True)
+
+
 def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
     from streams.bench.clickpath import run_clickpath_bench
 
@@ -247,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=Path("bench-freshness.png"), help="PNG of both CDFs")
     _common(p)
     p.set_defaults(handler=cmd_bench_freshness)
+    p = bench.add_parser("restart", help="cold start and restart of a worker with U users of state")
+    p.add_argument("--users", type=int, default=100_000, help="user states in the changelog")
+    p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
+    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
+                   help="local broker to start (ignored with --bootstrap-servers)")
+    _common(p)
+    p.set_defaults(handler=cmd_bench_restart)
     p = bench.add_parser("clickpath", help="CPU per click in process (no Kafka): the index vs exact search")
     p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
     p.add_argument("--clicks", type=int, default=3_000, help="timed clicks")

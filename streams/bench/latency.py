@@ -108,6 +108,7 @@ class Phase:
     worker_click_ms: dict[str, float] | None = None
     send_lag_ms_max: float = 0.0
     send_lag_ms_p99: float = 0.0
+    first_sent_s: float = 0.0  # time.time() of the first send
 
     def summary(self) -> dict[str, Any]:
         return percentiles_ms(self.latencies_ms)
@@ -490,6 +491,7 @@ class BenchRun:
             send_failures=result.failed, throughput_clicks_s=round(answered / span_s, 1) if span_s else 0.0,
             send_lag_ms_max=round(float((result.sent_s - result.due_s).max()) * 1000.0, 2),
             send_lag_ms_p99=round(float(np.percentile(result.sent_s - result.due_s, 99)) * 1000.0, 2),
+            first_sent_s=float(result.sent_s[0]),
             cpu_util={k: round((cpu_after[k] - cpu_before[k]) / wall_s, 2) for k in pids
                       if cpu_before[k] is not None and cpu_after[k] is not None},
         )

@@ -1,0 +1,221 @@
+"""``recstream bench restart``: a worker with U users of state stops; how soon does it serve again?
+
+DESIGN.md's target: a worker restart with 100k users of state -> serving again within 10 s.
+What is measured. The bench writes U user states to the state table's changelog (what a
+worker leaves there after serving U users: states built by the workers' own
+:meth:`Recommender.observe` from synthetic clicks, a few hundred distinct ones reused under
+every user id) and N synthetic item vectors to ``item-vectors``. Then, twice:
+
+* ``cold_start_s``: a worker on an empty data dir (a new machine, or a lost disk) starts; it
+  rebuilds its index replica from ``item-vectors`` and its table from the whole changelog.
+* ``restart_s``: that worker is stopped (SIGTERM, a clean shutdown) and started again on the
+  same data dir (RocksDB keeps the table and its changelog offsets): the ordinary restart,
+  the figure the target is about.
+
+Each time is from the worker process's launch to the arrival of the recommendation for a
+click produced right after the launch (a worker serves nothing before its table is
+recovered, so the answer marks "serving again"). From the worker's log, each start also
+reports whether the index replica resumed from its snapshot (:mod:`streams.snapshot`) and
+what it spent reading ``item-vectors`` and building HNSW.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from streams.bench.latency import READY_TIMEOUT_S, BenchError, BenchRun, BrokerChoice, Display, bench_setup
+from streams.bench.load import ITEM_ZIPF_S, item_key, synthetic_vectors, user_key, zipf_draw
+from streams.settings import Settings
+
+#: DESIGN.md "Targets": worker restart with 100k users of state -> serving again.
+TARGET_S = 10.0
+#: Distinct states built with the recommender; every user id gets one of them (the cost of
+#: recovery is in the bytes and records, not in how different the states are).
+TEMPLATES = 500
+CLICKS_PER_USER = 12
+
+_CAUGHT_UP = re.compile(r"index replica caught up: (\d+) items in ([0-9.]+) s")
+_BUILT = re.compile(r"ANN index built in ([0-9.]+) s")
+_RESUMED = "index replica resumed from"
+
+
+def template_states(items: int, *, count: int = TEMPLATES, clicks: int = CLICKS_PER_USER) -> list[Any]:
+    """``count`` user states, each from ``clicks`` Zipf-drawn clicks an hour apart, built by
+    the recommender the workers run (so their shape and size are a real user's)."""
+    from streams.index.memory import MemoryIndex
+    from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
+    from streams.records import Click
+
+    n = min(items, 5_000)  # the states only need vectors of the items they click
+    vectors = synthetic_vectors(n)
+    recommender = Recommender(index=MemoryIndex(vectors.shape[1]), catalog=ItemCatalog(),
+                              params=RecommenderParams())
+    ids = [item_key(k) for k in range(n)]
+    recommender.upsert_items(ids, vectors, [ItemInfo(vector=v) for v in vectors])
+    rng = np.random.default_rng(7)
+    now = time.time()
+    states = []
+    for t in range(count):
+        state = None
+        picks = zipf_draw(rng, n, clicks, ITEM_ZIPF_S)
+        for c, k in enumerate(picks):
+            click = Click(user_id=f"template-{t}", item_id=ids[int(k)], ts_s=now - 3_600.0 * (clicks - c))
+            state = recommender.observe(state, click)
+        states.append(state)
+    return states
+
+
+async def load_states(bench: BenchRun, users: int) -> tuple[str, int]:
+    """Write ``users`` states to the state changelog (compacted, as faust declares it);
+    return the topic and the bytes written."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from streams.interest import encode_state
+    from streams.replay import changelog_topic
+
+    topic = changelog_topic(bench.app_id)
+    admin = AIOKafkaAdminClient(**bench.kafka.client_kwargs())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name=topic, num_partitions=bench.topics.partitions,
+                                            replication_factor=bench.topics.replication_factor,
+                                            topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        await admin.close()
+    templates = await asyncio.to_thread(template_states, bench.items)
+    producer = AIOKafkaProducer(**{**bench.kafka.producer_kwargs(), "linger_ms": 20,
+                                   "max_batch_size": 1024 * 1024, "max_request_size": 8 * 1024 * 1024})
+    await producer.start()
+    written = 0
+    try:
+        pending = []
+        for u in range(users):
+            user = user_key(u)
+            value = encode_state(msgspec.structs.replace(templates[u % len(templates)], user_id=user))
+            written += len(value)
+            # The default partitioner (murmur2 of the key) puts it where a click of that user goes.
+            pending.append(await producer.send(topic, value, key=user.encode()))
+            if len(pending) >= 2_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                bench.display.update(f"writing user states: {u + 1:,}/{users:,} ({written / 1e6:,.0f} MB)")
+        await producer.flush()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return topic, written
+
+
+def _log_phases(text: str) -> dict[str, Any]:
+    caught = _CAUGHT_UP.findall(text)
+    built = _BUILT.findall(text)
+    return {"index_resumed": _RESUMED in text,
+            "index_catch_up_s": float(caught[-1][1]) if caught else None,
+            "ann_build_s": float(built[-1]) if built else None}
+
+
+async def _time_to_serve(bench: BenchRun, name: str, timeout_s: float) -> dict[str, Any]:
+    """Launch the worker and time launch -> the answer to a click produced right after."""
+    log_from = bench.worker_log.stat().st_size if bench.worker_log.exists() else 0
+    launched = time.time()
+    bench.start_worker("index,recommend")
+    probe = await bench.measure(name, bench.topics.clicks, rate=1.0, seconds=1.0, drain_idle_s=timeout_s,
+                                drain_cap_s=timeout_s)
+    if probe.latencies_ms.size == 0:
+        bench.check_worker()
+        raise BenchError(f"{name}: the worker did not answer within {timeout_s:.0f} s; see {bench.worker_log}")
+    served = probe.first_sent_s + float(probe.latencies_ms[0]) / 1000.0
+    text = bench.worker_log.read_text(errors="replace")[log_from:]
+    return {"seconds": round(served - launched, 2), **_log_phases(text)}
+
+
+def _stop_worker(bench: BenchRun) -> None:
+    worker = bench.worker
+    if worker is None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired as exc:
+        worker.kill()
+        raise BenchError("the worker did not stop within 60 s of SIGTERM") from exc
+    bench.worker = None
+
+
+def run_restart_bench(
+    settings: Settings,
+    *,
+    users: int = 100_000,
+    items: int = 100_000,
+    broker: BrokerChoice = "auto",
+    bootstrap_servers: str | None = None,
+    progress: bool = True,
+    partitions: int | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    keep_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Time a worker's cold start and its restart with ``users`` users of state.
+
+    Args:
+        settings: Kafka client settings, index kind, state store (rocksdb for a restart
+            that keeps its table) go to the worker; topics, app id and data dir are fresh.
+        users: User states in the changelog.
+        items: Synthetic catalogue (clustered unit vectors, 384-d).
+        broker, bootstrap_servers, progress, partitions, ready_timeout_s, keep_dir: as for
+            :func:`streams.bench.latency.run_latency_bench`.
+
+    Returns:
+        ``users, items, broker, state_store, state_mb, cold_start`` and ``restart`` (each
+        ``{"seconds", "index_resumed", "index_catch_up_s", "ann_build_s"}``), ``target_s``,
+        ``met``.
+
+    Raises:
+        BenchError: the worker died, did not stop, or never answered.
+    """
+    if users <= 0 or items <= 0:
+        raise BenchError("users and items must be positive")
+    display = Display(progress)
+    with bench_setup(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
+                     display=display) as setup:
+        bench = BenchRun(setup.settings, partitions=partitions or settings.topics.partitions, users=users,
+                         items=items, display=display, work_dir=setup.work_dir)
+        bench.broker_pid = setup.broker_pid
+        report = asyncio.run(_run(bench, ready_timeout_s))
+        return {"users": users, "items": items, "broker": setup.broker, "state_store": settings.state.store,
+                **report}
+
+
+async def _run(bench: BenchRun, ready_timeout_s: float) -> dict[str, Any]:
+    display = bench.display
+    try:
+        with display.stage("creating topics"):
+            await bench.create_topics()
+        with display.stage(f"loading {bench.items:,} item vectors"):
+            await bench.load_items()
+        with display.stage(f"writing {bench.users:,} user states to the changelog"):
+            topic, written = await load_states(bench, bench.users)
+        display.done(f"{bench.users:,} user states ({written / 1e6:,.0f} MB) on {topic}")
+        with display.stage("starting the click sender and the subscriber"):
+            await bench.start_subscriber()
+            await asyncio.to_thread(bench.start_sender)
+        with display.stage("cold start: empty data dir, the whole changelog to recover"):
+            cold = await _time_to_serve(bench, "cold start", ready_timeout_s)
+        display.done(f"cold start: serving after {cold['seconds']} s")
+        with display.stage("restart: the same data dir"):
+            await asyncio.to_thread(_stop_worker, bench)
+            warm = await _time_to_serve(bench, "restart", ready_timeout_s)
+        display.done(f"restart: serving after {warm['seconds']} s")
+    finally:
+        await bench.close()
+    return {"state_mb": round(written / 1e6, 1), "cold_start": cold, "restart": warm, "target_s": TARGET_S,
+            "met": warm["seconds"] <= TARGET_S}
