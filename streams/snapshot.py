@@ -7,11 +7,12 @@ restart``). The Edge shard already survives on disk with its HNSW; only the cata
 (vectors, titles, tags) and the read positions are lost with the process. This file keeps
 them, so a restart reopens the shard, loads the catalogue and reads only what came after.
 
-Safety. The snapshot is written (atomically: a temp file renamed) only after the index is
-flushed, and it is used only when the index still holds exactly as many points as when it
-was written and the topic and vector size match; otherwise the replica is rebuilt from the
-topic as before. Reading on from the snapshot's positions re-applies anything the index got
-after it was written: upserts and deletes are idempotent, so both sides converge.
+Safety. The snapshot lives inside the Edge shard's directory, so it goes with the shard: a
+deleted or replaced shard takes its snapshot along. It is written (atomically: a temp file
+renamed) only after the index is flushed, and used only when the topic matches and no
+position lies beyond the topic's end (a recreated topic). Reading on from its positions
+re-applies whatever the index got after it was written, after a crash too: upserts and
+deletes are idempotent, so index and catalogue converge on the topic.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class ReplicaSnapshot(msgspec.Struct, frozen=True):
 
     topic: str
     positions: dict[int, int]  # partition -> next offset to read
-    index_points: int  # index.count() when written: the check that the index is the same one
     dim: int
     model_version: str
     item_ids: list[str]
@@ -47,20 +47,19 @@ class ReplicaSnapshot(msgspec.Struct, frozen=True):
     format: int = FORMAT
 
 
-def snapshot_path(index_path: Path) -> Path:
-    """Beside the index directory, not inside it (the engine owns that)."""
-    return index_path.with_name(index_path.name + ".replica")
+def snapshot_path(shard_dir: Path) -> Path:
+    """Inside the shard's directory (beside the engine's files, as the point-id marker is)."""
+    return shard_dir / "recstream-replica"
 
 
-def take(catalog: ItemCatalog, *, topic: str, positions: Mapping[int, int], index_points: int,
-         dim: int) -> ReplicaSnapshot:
+def take(catalog: ItemCatalog, *, topic: str, positions: Mapping[int, int], dim: int) -> ReplicaSnapshot:
     """The snapshot of ``catalog`` read up to ``positions`` of ``topic``."""
     ids = catalog.ids()
     infos = [catalog.get(i) for i in ids]
     matrix = (np.stack([info.vector for info in infos]).astype(np.float32, copy=False) if infos
               else np.zeros((0, dim), np.float32))
     return ReplicaSnapshot(
-        topic=topic, positions=dict(positions), index_points=index_points, dim=dim,
+        topic=topic, positions=dict(positions), dim=dim,
         model_version=catalog.model_version, item_ids=ids, vectors=matrix.tobytes(),
         titles=[info.title for info in infos], tags=[list(info.tags) for info in infos],
         created_at=[info.created_at_s for info in infos],
@@ -109,14 +108,11 @@ def read(path: Path) -> ReplicaSnapshot | None:
     return snapshot
 
 
-def usable(snapshot: ReplicaSnapshot, *, topic: str, index_points: int,
-           end_offsets: Mapping[int, int]) -> str | None:
-    """Why ``snapshot`` cannot seed a replica of ``topic`` (whose partitions end at
-    ``end_offsets``) over an index of ``index_points`` points; ``None``: it can."""
+def usable(snapshot: ReplicaSnapshot, *, topic: str, end_offsets: Mapping[int, int]) -> str | None:
+    """Why ``snapshot`` cannot seed a replica of ``topic``, whose partitions end at
+    ``end_offsets``; ``None``: it can."""
     if snapshot.topic != topic:
         return f"it was read from topic {snapshot.topic!r}, not {topic!r}"
-    if snapshot.index_points != index_points:
-        return f"the index holds {index_points} points, the snapshot was taken at {snapshot.index_points}"
     beyond = {p: o for p, o in snapshot.positions.items() if o > end_offsets.get(p, -1)}
     if beyond:  # the topic was deleted and recreated: its offsets mean other records now
         return f"its offsets {beyond} lie beyond the topic's ends {dict(end_offsets)}"

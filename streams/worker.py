@@ -206,9 +206,10 @@ class IndexReplica:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
         self.positions: dict[int, int] = {}  # next offset to read, per partition
-        # A restart resumes from a snapshot where the index outlives the process (not numpy).
+        # A restart resumes from a snapshot in the Edge shard (numpy starts empty; a Qdrant
+        # server's collection is shared and written once, DESIGN.md).
         self.snapshot_path = (snapshot.snapshot_path(ctx.settings.index_path)
-                              if ctx.settings.index.kind != "memory" else None)
+                              if ctx.settings.index.kind == "edge" else None)
         self._saved: dict[int, int] | None = None  # positions of the last snapshot written/read
 
     def recommender_for(self, dim: int) -> Recommender:
@@ -257,8 +258,7 @@ class IndexReplica:
         if self.snapshot_path is None or (snap := snapshot.read(self.snapshot_path)) is None:
             return False
         recommender = self.recommender_for(snap.dim)
-        why = snapshot.usable(snap, topic=self.ctx.settings.topics.item_vectors,
-                              index_points=recommender.index.count(), end_offsets=end_offsets)
+        why = snapshot.usable(snap, topic=self.ctx.settings.topics.item_vectors, end_offsets=end_offsets)
         if why is not None:
             log.info("not resuming from %s: %s; rebuilding from the topic", self.snapshot_path, why)
             return False
@@ -277,8 +277,7 @@ class IndexReplica:
         began = time.monotonic()
         recommender.index.flush()
         snap = snapshot.take(recommender.catalog, topic=self.ctx.settings.topics.item_vectors,
-                             positions=self.positions, index_points=recommender.index.count(),
-                             dim=recommender.index.dim)
+                             positions=self.positions, dim=recommender.index.dim)
         snapshot.write(self.snapshot_path, snap)
         self._saved = dict(self.positions)
         log.info("index replica snapshot: %d items to %s in %.1f s", len(snap.item_ids), self.snapshot_path,

@@ -292,6 +292,25 @@ def test_a_restarted_worker_reopens_its_state(pipeline: Pipeline) -> None:
     assert {b for i in rec["items"] for b in i["because"]} & {"jazz-0", "jazz-1", "jazz-2"}
 
 
+def test_a_killed_worker_resumes_its_index_and_catches_up_on_what_came_after(pipeline: Pipeline) -> None:
+    """SIGKILL: no shutdown snapshot. The restart resumes from the last one (the clean stop
+    above) and re-reads what came after it: one new item, one deleted item."""
+    pipeline.items({"space-late": "Astronauts repair a satellite on a spacewalk"})
+    pipeline.produce(pipeline.topics.items, [(b"space-new", b'{"item_id": "space-new", "op": "delete"}')])
+    pipeline.read(pipeline.topics.item_vectors,
+                  lambda ms: any(m.key == b"space-new" and m.value is None for m in ms))
+    pipeline.worker.kill()
+    pipeline.worker.wait(30)
+    log_from = pipeline.log_path.stat().st_size
+    pipeline.start_worker()
+    triggers = [pipeline.click("ivan", f"space-{n}", NOW_S + 600 + n) for n in range(4)]
+    recs = pipeline.recommendations(triggers, timeout_s=120)
+    assert "index replica resumed from" in pipeline.log_path.read_text()[log_from:]
+    offered = [i["item_id"] for t in triggers for [rec] in [recs[t]] for i in rec["items"]]
+    assert "space-late" in offered, "an item indexed after the last snapshot is back after the crash"
+    assert "space-new" not in offered, "an item deleted after the last snapshot stays deleted"
+
+
 def test_two_workers_share_the_partitions(kafka_broker: LocalBroker,
                                           tmp_path_factory: pytest.TempPathFactory) -> None:
     """A second worker (index + recommend only) rebuilds its replica and takes half the clicks."""

@@ -24,11 +24,11 @@ def _catalog(n: int = 5, dim: int = 8) -> ItemCatalog:
 
 def test_a_written_snapshot_restores_the_same_catalogue(tmp_path: Path) -> None:
     catalog = _catalog()
-    path = snapshot.snapshot_path(tmp_path / "index")
-    snapshot.write(path, snapshot.take(catalog, topic="item-vectors", positions={0: 3, 1: 7}, index_points=5, dim=8))
+    path = snapshot.snapshot_path(tmp_path)
+    snapshot.write(path, snapshot.take(catalog, topic="item-vectors", positions={0: 3, 1: 7}, dim=8))
 
     loaded = snapshot.read(path)
-    assert loaded is not None and loaded.positions == {0: 3, 1: 7} and path.name == "index.replica"
+    assert loaded is not None and loaded.positions == {0: 3, 1: 7} and path.parent == tmp_path
     restored = ItemCatalog()
     snapshot.restore(loaded, restored)
     assert restored.ids() == catalog.ids() and restored.model_version == "m@1"
@@ -41,7 +41,7 @@ def test_a_written_snapshot_restores_the_same_catalogue(tmp_path: Path) -> None:
 
 def test_an_empty_catalogue_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "index.replica"
-    snapshot.write(path, snapshot.take(ItemCatalog(), topic="t", positions={}, index_points=0, dim=4))
+    snapshot.write(path, snapshot.take(ItemCatalog(), topic="t", positions={}, dim=4))
     loaded = snapshot.read(path)
     assert loaded is not None and loaded.item_ids == [] and loaded.dim == 4
 
@@ -51,15 +51,14 @@ def test_missing_corrupt_or_inconsistent_snapshots_are_not_used(tmp_path: Path) 
     assert snapshot.read(path) is None
     path.write_bytes(b"\x00not msgpack")
     assert snapshot.read(path) is None
-    good = snapshot.take(_catalog(), topic="t", positions={0: 1}, index_points=5, dim=8)
+    good = snapshot.take(_catalog(), topic="t", positions={0: 1}, dim=8)
     path.write_bytes(msgspec.msgpack.encode(msgspec.structs.replace(good, vectors=good.vectors[:-4])))
     assert snapshot.read(path) is None  # a truncated vector buffer
 
 
-def test_a_snapshot_seeds_only_the_index_and_topic_it_was_taken_from() -> None:
-    snap = snapshot.take(_catalog(), topic="item-vectors", positions={0: 10, 1: 4}, index_points=5, dim=8)
+def test_a_snapshot_seeds_only_the_topic_it_was_read_from() -> None:
+    snap = snapshot.take(_catalog(), topic="item-vectors", positions={0: 10, 1: 4}, dim=8)
     ends = {0: 12, 1: 4}
-    assert snapshot.usable(snap, topic="item-vectors", index_points=5, end_offsets=ends) is None
-    assert "topic" in snapshot.usable(snap, topic="other", index_points=5, end_offsets=ends)
-    assert "holds 6 points" in snapshot.usable(snap, topic="item-vectors", index_points=6, end_offsets=ends)
-    assert "beyond" in snapshot.usable(snap, topic="item-vectors", index_points=5, end_offsets={0: 9, 1: 4})
+    assert snapshot.usable(snap, topic="item-vectors", end_offsets=ends) is None
+    assert "topic" in snapshot.usable(snap, topic="other", end_offsets=ends)
+    assert "beyond" in snapshot.usable(snap, topic="item-vectors", end_offsets={0: 9, 1: 4})  # recreated
