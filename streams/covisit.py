@@ -46,12 +46,13 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 
 from streams.errors import ConfigError
 from streams.trending import log2_add, score_at
 
-__all__ = ["CoScores", "CovisitCounts", "CovisitParams"]
+__all__ = ["CoScores", "CovisitCounts", "CovisitParams", "CovisitState"]
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
 
@@ -215,6 +216,18 @@ class _Row:
         return list(zip(self.nb[: self.n].tolist(), self.logs[: self.n].tolist(), strict=True))
 
 
+class CovisitState(msgspec.Struct, frozen=True):
+    """A :class:`CovisitCounts` as plain data (a worker snapshots it so that a restart keeps
+    its crowd knowledge). Rows are concatenated: row ``rows[i]`` has ``lengths[i]`` entries."""
+
+    names: list[str]  # item number -> item id
+    totals: bytes  # float64 [len(names)]: log2 engagement counts
+    rows: list[int]
+    lengths: list[int]
+    neighbours: bytes  # int64
+    logs: bytes  # float64
+
+
 class CovisitCounts:
     """Decayed, bounded co-visitation counts. Mutable, worker-local, clock-free.
 
@@ -374,6 +387,44 @@ class CovisitCounts:
                 other_row.discard(number)
                 if not other_row.n:
                     del self._rows[other]
+
+    def state(self) -> CovisitState:
+        """Everything counted, as plain data (:meth:`from_state` inverts it exactly)."""
+        rows = list(self._rows)
+        parts = [self._rows[a] for a in rows]
+        return CovisitState(
+            names=list(self._names),
+            totals=self._totals[: len(self._names)].astype(np.float64).tobytes(),
+            rows=rows, lengths=[row.n for row in parts],
+            neighbours=b"".join(row.nb[: row.n].astype(np.int64).tobytes() for row in parts),
+            logs=b"".join(row.logs[: row.n].astype(np.float64).tobytes() for row in parts),
+        )
+
+    @classmethod
+    def from_state(cls, state: CovisitState, params: CovisitParams | None = None) -> CovisitCounts:
+        """Counts as :meth:`state` left them; ``ValueError`` when the arrays disagree."""
+        n = len(state.names)
+        totals = np.frombuffer(state.totals, dtype=np.float64)
+        neighbours = np.frombuffer(state.neighbours, dtype=np.int64)
+        logs = np.frombuffer(state.logs, dtype=np.float64)
+        ends = np.cumsum(state.lengths, dtype=np.int64)
+        if (totals.size != n or len(state.rows) != len(state.lengths) or neighbours.size != logs.size
+                or (ends[-1] if ends.size else 0) != neighbours.size
+                or (neighbours.size and not 0 <= int(neighbours.min()) <= int(neighbours.max()) < n)
+                or any(not 0 <= a < n for a in state.rows)):
+            raise ValueError("inconsistent co-visitation state")
+        counts = cls(params)
+        counts._names = list(state.names)
+        counts._numbers = {name: number for number, name in enumerate(counts._names)}
+        counts._totals = np.full(max(64, n), -np.inf)
+        counts._totals[:n] = totals
+        start = 0
+        for a, end in zip(state.rows, ends.tolist(), strict=True):
+            row = counts._rows[a] = _Row()
+            row.nb, row.logs, row.n = neighbours[start:end].copy(), logs[start:end].copy(), end - start
+            row.slots = {b: j for j, b in enumerate(row.nb.tolist())}
+            start = end
+        return counts
 
     # ----------------------------------------------------------------- internals
 

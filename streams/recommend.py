@@ -23,9 +23,10 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+import msgspec
 import numpy as np
 
-from streams.covisit import CoScores, CovisitCounts, CovisitParams
+from streams.covisit import CoScores, CovisitCounts, CovisitParams, CovisitState
 from streams.index.base import VectorIndex
 from streams.interest import (
     EVENT_WEIGHTS,
@@ -153,6 +154,16 @@ def event_weight(click: Click) -> float:
     return click.weight if click.weight is not None else EVENT_WEIGHTS[click.event]
 
 
+class CrowdState(msgspec.Struct, frozen=True):
+    """What a recommender learned from everyone's clicks (no user ids in it): the co-visitation
+    and co-like counts, popularity and exposure, as plain data for a worker's snapshot."""
+
+    covisit: CovisitState
+    colike: CovisitState | None
+    trending: list[tuple[str, float]]
+    exposure: list[tuple[str, float]]
+
+
 class Recommender:
     """Candidates -> ranking for one user at a time, over worker-local item knowledge."""
 
@@ -185,6 +196,23 @@ class Recommender:
                 self.colike.remove(item_id)
             self.trending.remove(item_id)
             self.exposure.remove(item_id)
+
+    # ------------------------------------------------------------------ crowd
+
+    def crowd(self) -> CrowdState:
+        return CrowdState(covisit=self.covisit.state(),
+                          colike=self.colike.state() if self.colike is not None else None,
+                          trending=self.trending.state(), exposure=self.exposure.state())
+
+    def restore_crowd(self, state: CrowdState) -> None:
+        """Take over ``state`` (from :meth:`crowd`); ``ValueError`` when it is inconsistent."""
+        p = self.params
+        covisit = CovisitCounts.from_state(state.covisit, p.covisit)
+        colike = (CovisitCounts.from_state(state.colike, p.colike)
+                  if p.colike is not None and state.colike is not None else self.colike)
+        self.covisit, self.colike = covisit, colike
+        self.trending = Trending.from_state(state.trending, p.trending)
+        self.exposure = Trending.from_state(state.exposure, self.exposure.params)
 
     # ------------------------------------------------------------------ users
 

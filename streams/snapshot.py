@@ -1,4 +1,15 @@
-"""The index replica's restart snapshot: its catalogue and how far it has read ``item-vectors``.
+"""Restart snapshots: what a worker knows that is not in Kafka's changelogs.
+
+* The index replica (:class:`ReplicaSnapshot`): its catalogue and how far it has read
+  ``item-vectors``.
+* The crowd (:class:`~streams.recommend.CrowdState`): co-visitation, co-likes, popularity
+  and exposure learned from clicks. Written at shutdown into the worker's own directory
+  (beside its RocksDB state) and read back at start, so a restarted worker recommends as it
+  did before instead of relearning from nothing. It holds item ids and counts, no user ids
+  (forgetting a user is unaffected). After a crash the last one written is used: the
+  clicks since then are missing from it, the way they would be after a fresh start.
+
+The replica snapshot:
 
 Why. A serving worker's replica is the whole ``item-vectors`` topic applied to an index and
 an in-memory catalogue. Rebuilding it on every start means re-reading every vector and, on
@@ -22,14 +33,17 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from typing import TypeVar
+
 import msgspec
 import numpy as np
 
-from streams.recommend import ItemCatalog, ItemInfo
+from streams.recommend import CrowdState, ItemCatalog, ItemInfo
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+_S = TypeVar("_S", bound=msgspec.Struct)
 
 
 class ReplicaSnapshot(msgspec.Struct, frozen=True):
@@ -75,7 +89,11 @@ def restore(snapshot: ReplicaSnapshot, catalog: ItemCatalog) -> None:
     catalog.model_version = snapshot.model_version
 
 
-def write(path: Path, snapshot: ReplicaSnapshot) -> None:
+def crowd_path(worker_dir: Path) -> Path:
+    return worker_dir / "recstream-crowd"
+
+
+def write(path: Path, snapshot: msgspec.Struct) -> None:
     """Write atomically: a reader sees the old snapshot or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as out:
@@ -85,19 +103,25 @@ def write(path: Path, snapshot: ReplicaSnapshot) -> None:
     os.replace(tmp, path)
 
 
-def read(path: Path) -> ReplicaSnapshot | None:
-    """The snapshot at ``path``; ``None`` when there is none or it cannot be used (logged)."""
+def _decode(path: Path, kind: type[_S]) -> _S | None:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        log.warning("cannot read the replica snapshot %s (%s): rebuilding from the topic", path, exc)
+        log.warning("cannot read the snapshot %s (%s): starting without it", path, exc)
         return None
     try:
-        snapshot = msgspec.msgpack.decode(raw, type=ReplicaSnapshot)
+        return msgspec.msgpack.decode(raw, type=kind)
     except msgspec.DecodeError as exc:
-        log.warning("unreadable replica snapshot %s (%s): rebuilding from the topic", path, exc)
+        log.warning("unreadable snapshot %s (%s): starting without it", path, exc)
+        return None
+
+
+def read(path: Path) -> ReplicaSnapshot | None:
+    """The replica snapshot at ``path``; ``None`` when there is none or it cannot be used (logged)."""
+    snapshot = _decode(path, ReplicaSnapshot)
+    if snapshot is None:
         return None
     n = len(snapshot.item_ids)
     if snapshot.format != FORMAT or len(snapshot.vectors) != n * snapshot.dim * 4 or not (
@@ -106,6 +130,11 @@ def read(path: Path) -> ReplicaSnapshot | None:
                     path, snapshot.format)
         return None
     return snapshot
+
+
+def read_crowd(path: Path) -> CrowdState | None:
+    """The crowd snapshot at ``path``; ``None`` when there is none or it is unreadable (logged)."""
+    return _decode(path, CrowdState)
 
 
 def usable(snapshot: ReplicaSnapshot, *, topic: str, end_offsets: Mapping[int, int]) -> str | None:

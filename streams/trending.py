@@ -150,6 +150,17 @@ class Trending:
         if self._log.pop(item_id, None) is not None and item_id in self._top_ids:
             self._rebuild_top()
 
+    def state(self) -> list[tuple[str, float]]:
+        """Every item's log-score, as plain data (:meth:`from_state` inverts it)."""
+        return list(self._log.items())
+
+    @classmethod
+    def from_state(cls, state: list[tuple[str, float]], params: TrendingParams | None = None) -> Trending:
+        trending = cls(params)
+        trending._log = dict(state)
+        trending._rebuild_top()
+        return trending
+
     # ----------------------------------------------------------------- internals
 
     def _update_top(self, item_id: str, old: float, new: float) -> None:

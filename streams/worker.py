@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -95,6 +96,7 @@ class WorkerContext:
     replica: IndexReplica | None = None
     index_ready: asyncio.Event = field(default_factory=asyncio.Event)
     dead_letters: Any = None
+    crowd_path: Path | None = None  # where the recommend stage keeps its crowd snapshot
 
     async def send_dead_letter(self, message: Any, error: Exception) -> None:
         letter = dead_letter(topic=message.topic, partition=message.partition,
@@ -105,13 +107,18 @@ class WorkerContext:
         await self.dead_letters.send(key=message.key, value=encode_json(letter))
 
 
+def worker_dir(settings: Settings, worker_name: str) -> Path:
+    """The worker's own directory: its faust tables (RocksDB) and its crowd snapshot."""
+    return settings.data_dir / "workers" / worker_name
+
+
 def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0") -> RecstreamApp:
     """The faust app for the chosen stages; the one place agents are wired."""
     stages = set(stages)
     unknown = stages - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)} (--stages)")
-    datadir = settings.data_dir / "workers" / worker_name
+    datadir = worker_dir(settings, worker_name)
     datadir.mkdir(parents=True, exist_ok=True)
     servers = [f"{SCHEME}://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")]
     app = RecstreamApp(
@@ -141,6 +148,7 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
     if "index" in stages or "recommend" in stages:
         _register_index(ctx)
     if "recommend" in stages:
+        ctx.crowd_path = snapshot.crowd_path(datadir)
         _register_recommend(ctx)
     return app
 
@@ -220,6 +228,8 @@ class IndexReplica:
             index = open_index(ctx.settings.index, dim=dim, path=ctx.settings.index_path)
             ctx.recommender = Recommender(index=index, catalog=ItemCatalog(),
                                           params=RecommenderParams.from_settings(ctx.settings))
+            if ctx.crowd_path is not None:  # before any vector: a delete must reach these counts too
+                _restore_crowd(ctx.recommender, ctx.crowd_path)
         return ctx.recommender
 
     async def _consumer(self) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
@@ -511,12 +521,30 @@ def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_nam
 
     threadpool_limits(1, user_api="blas")
     app = build_app(settings, stages=stages, worker_name=worker_name)
-    replica = app.recstream_context.replica
-    if replica is not None:
-        asyncio.run(replica.catch_up())  # before joining the group: serve only a complete index
+    ctx = app.recstream_context
+    if ctx.replica is not None:
+        asyncio.run(ctx.replica.catch_up())  # before joining the group: serve only a complete index
     try:
         Worker(app, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
                override_logging=False).execute_from_commandline()
     finally:
-        if replica is not None:
-            replica.save()  # so that the next start reads only what comes after
+        if ctx.replica is not None:
+            ctx.replica.save()  # so that the next start reads only what comes after
+        if ctx.crowd_path is not None and ctx.recommender is not None:
+            began = time.monotonic()
+            snapshot.write(ctx.crowd_path, ctx.recommender.crowd())
+            log.info("crowd snapshot written to %s in %.1f s", ctx.crowd_path, time.monotonic() - began)
+
+
+def _restore_crowd(recommender: Recommender, path: Path) -> None:
+    """Take up the crowd counts this worker's last run left (see :mod:`streams.snapshot`)."""
+    state = snapshot.read_crowd(path)
+    if state is None:
+        return
+    try:
+        recommender.restore_crowd(state)
+    except ValueError as exc:
+        log.warning("crowd snapshot %s not used (%s): starting from nothing", path, exc)
+        return
+    log.info("crowd restored from %s: co-visitation rows for %d items, %d trending",
+             path, len(recommender.covisit), len(recommender.trending))

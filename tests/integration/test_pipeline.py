@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -284,9 +285,14 @@ def test_a_restarted_worker_reopens_its_state(pipeline: Pipeline) -> None:
     triggers = [pipeline.click("heidi", f"jazz-{n}", NOW_S + 500 + n) for n in range(3)]
     pipeline.recommendations(triggers)
     pipeline.stop_worker()
+    log_from = pipeline.log_path.stat().st_size
     pipeline.start_worker()  # RocksDB store: local state reopens, the changelog tail is replayed
     trigger = pipeline.click("heidi", "jazz-3", NOW_S + 510)
     [rec] = pipeline.recommendations([trigger], timeout_s=120)[trigger]
+    # What it learned from everyone's clicks came back too (the crowd snapshot of the stop).
+    restored = re.search(r"crowd restored from \S+: co-visitation rows for (\d+) items",
+                         pipeline.log_path.read_text()[log_from:])
+    assert restored and int(restored.group(1)) > 0
     ids = [i["item_id"] for i in rec["items"]]
     assert not {"jazz-0", "jazz-1", "jazz-2", "jazz-3"} & set(ids), "the seen set survived the restart"
     assert {b for i in rec["items"] for b in i["because"]} & {"jazz-0", "jazz-1", "jazz-2"}

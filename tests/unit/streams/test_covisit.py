@@ -204,3 +204,39 @@ def test_top_over_many_neighbours_is_the_best_not_excluded_ties_by_id(strengths,
     everything = sorted(((hit[0], i) for i, hit in zip(ids, scores.lookup(ids), strict=True) if hit is not None),
                         key=lambda pair: (-pair[0], pair[1]))
     assert [(i, s) for i, s, _ in scores.top(n)] == [(i, s) for s, i in everything[:n]]
+
+
+@fast
+@given(sessions_st, st.integers(1, 3), st.sampled_from(["row", "cosine"]))
+def test_state_round_trips_every_count(sessions, m, normalise):
+    import msgspec
+
+    from streams.covisit import CovisitState
+
+    params = CovisitParams(max_neighbours=m, normalise=normalise)  # small rows: pruning happens
+    original = CovisitCounts(params)
+    feed(original, sessions)
+    original.remove("i3")
+    wire = msgspec.msgpack.encode(original.state())
+    copy = CovisitCounts.from_state(msgspec.msgpack.decode(wire, type=CovisitState), params)
+    assert len(copy) == len(original)
+    for n in range(12):
+        assert copy.neighbours(f"i{n}", T0 + H, 100) == original.neighbours(f"i{n}", T0 + H, 100)
+    recent = [(f"i{n}", T0 + n) for n in (0, 3, 5, 7)]
+    assert copy.candidates(recent, T0 + H, 8) == original.candidates(recent, T0 + H, 8)
+    # and it keeps counting the same way
+    feed(original, sessions[:1])
+    feed(copy, sessions[:1])
+    assert copy.state() == original.state()
+
+
+def test_an_inconsistent_state_is_refused():
+    from streams.covisit import CovisitState
+
+    counts = CovisitCounts()
+    feed(counts, [[("a", T0), ("b", T0 + 1)]])
+    state = counts.state()
+    bad = CovisitState(names=state.names[:1], totals=state.totals, rows=state.rows, lengths=state.lengths,
+                       neighbours=state.neighbours, logs=state.logs)
+    with pytest.raises(ValueError):
+        CovisitCounts.from_state(bad)

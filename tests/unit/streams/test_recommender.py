@@ -99,3 +99,22 @@ def test_cross_scoring_gives_an_item_the_score_its_generator_would():
         got = {i: score for i, score in few.by_source(source) if score > 0}
         assert len(want) > 6 and want.keys() == got.keys()
         assert all(np.isclose(got[i], want[i], atol=1e-6) for i in want), source
+
+
+def test_a_restored_crowd_recommends_as_the_original():
+    import msgspec
+
+    from streams.recommend import CrowdState
+
+    rec = _recommender()
+    states: dict[str, object] = {}
+    rng = np.random.default_rng(3)
+    items = [f"{t}-{n}" for t in ("space", "cook") for n in range(5)]
+    for n in range(60):
+        user = f"u{rng.integers(8)}"
+        states[user] = rec.observe(states.get(user), _click(user, items[rng.integers(len(items))], NOW + 60 * n))
+    restored = _recommender()  # the same catalogue, a fresh crowd
+    restored.restore_crowd(msgspec.msgpack.decode(msgspec.msgpack.encode(rec.crowd()), type=CrowdState))
+    for user, state in states.items():
+        assert restored.recommend(state, NOW + 3_600) == rec.recommend(state, NOW + 3_600), user
+    assert restored.recommend(None, NOW + 3_600) == rec.recommend(None, NOW + 3_600)  # trending
