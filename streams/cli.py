@@ -165,6 +165,12 @@ def cmd_config(args: argparse.Namespace) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- parser
 
 
+def _broker_option(parser: argparse.ArgumentParser, *, bench: bool = False) -> None:
+    parser.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
+                        help="local broker to start: Apache Kafka (needs Java + Maven) or Tansu (no JVM); "
+                             "auto prefers Kafka" + (" (ignored with --bootstrap-servers)" if bench else ""))
+
+
 def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     parser.add_argument("--bootstrap-servers", metavar="HOST:PORT",
                         help="Kafka bootstrap servers (env RECSTREAM_KAFKA__BOOTSTRAP_SERVERS)")
@@ -190,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=100.0,
                    help="clicks per second (default 100: on 2 cores the demo, broker and worker share "
                         "the CPU and the worker saturates near 200/s; see `recstream bench latency`)")
-    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
-                   help="Apache Kafka (needs Java + Maven) or Tansu (no JVM); auto prefers Kafka")
+    _broker_option(p)
     _common(p)
     p.set_defaults(handler=cmd_demo)
 
@@ -204,8 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("broker", help="run a local single-node broker for development")
-    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
-                   help="Apache Kafka (needs Java + Maven) or Tansu (no JVM); auto prefers Kafka")
+    _broker_option(p)
     p.add_argument("--port", type=int, help="listen port (default: a free one)")
     _common(p)
     p.set_defaults(handler=cmd_broker)
@@ -240,8 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
     p.add_argument("--mode", choices=["rate", "saturation", "idle", "all"], default="rate",
                    help="fixed rate; highest rate with p99 < 50 ms; one click after 60 s idle; or all")
-    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
-                   help="local broker to start (ignored with --bootstrap-servers)")
+    _broker_option(p, bench=True)
     p.add_argument("--plot", type=Path, default=Path("bench-latency.png"), help="PNG of both latency CDFs")
     _common(p)
     p.set_defaults(handler=cmd_bench_latency)
@@ -249,16 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=20.0, help="new items per second")
     p.add_argument("--seconds", type=float, default=30.0, help="length of the timed run")
     p.add_argument("--items", type=int, default=100_000, help="synthetic items already in the index")
-    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
-                   help="local broker to start (ignored with --bootstrap-servers)")
+    _broker_option(p, bench=True)
     p.add_argument("--plot", type=Path, default=Path("bench-freshness.png"), help="PNG of both CDFs")
     _common(p)
     p.set_defaults(handler=cmd_bench_freshness)
     p = bench.add_parser("restart", help="cold start and restart of a worker with U users of state")
     p.add_argument("--users", type=int, default=100_000, help="user states in the changelog")
     p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
-    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
-                   help="local broker to start (ignored with --bootstrap-servers)")
+    _broker_option(p, bench=True)
     _common(p)
     p.set_defaults(handler=cmd_bench_restart)
     p = bench.add_parser("clickpath", help="CPU per click in process (no Kafka): the index vs exact search")

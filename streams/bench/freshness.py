@@ -35,8 +35,9 @@ from streams.bench.latency import (
     BenchRun,
     BrokerChoice,
     Display,
-    bench_setup,
+    bench_run,
     cpu_seconds,
+    save_cdf_plot,
 )
 from streams.bench.load import SendPlan, SendResult, new_item_key
 from streams.bench.stats import bucket_quantiles_ms, percentiles_ms
@@ -127,20 +128,11 @@ def plot_freshness(path: Path, encoded_ms: np.ndarray, buckets: dict[float, floa
         right = max(right, 1.5 * (bounds[full[0]] if full.size else bounds[-1]))
     if encoded_ms.size:
         right = max(right, 1.5 * float(encoded_ms.max()))
-    ax.set_xscale("log")
     ax.set_xlim(1.0, right)
     ax.axvline(TARGET_P99_MS, color="grey", linestyle=":", label=f"target p99 {TARGET_P99_MS:g} ms")
     ax.axhline(0.99, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("item record produced -> (ms, log scale)")
-    ax.set_ylabel("fraction of new items")
-    ax.set_ylim(0, 1.001)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_cdf_plot(fig, ax, path, xlabel="item record produced -> (ms, log scale)", ylabel="fraction of new items",
+                  title=title)
 
 
 def run_freshness_bench(
@@ -186,14 +178,11 @@ def run_freshness_bench(
     display = Display(progress)
     with display.stage("the encoder (exported once if missing)"):
         model = load_manifest(ensure_model(settings), verify_hashes=False).version
-    with bench_setup(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
-                     display=display) as setup:
-        bench = BenchRun(setup.settings, partitions=partitions or settings.topics.partitions, users=0,
-                         items=items, display=display, work_dir=setup.work_dir)
-        bench.broker_pid = setup.broker_pid
+    with bench_run(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
+                   display=display, partitions=partitions, users=0, items=items) as bench:
         report = asyncio.run(_run(bench, rate=rate, seconds=seconds, ready_timeout_s=ready_timeout_s,
                                   plot_path=plot_path))
-        return {"rate": rate, "seconds": seconds, "items": items, "broker": setup.broker, "model": model,
+        return {"rate": rate, "seconds": seconds, "items": items, "broker": bench.broker, "model": model,
                 **report}
 
 

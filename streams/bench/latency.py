@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -220,6 +220,7 @@ class BenchRun:
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_log = work_dir / "worker.log"
         self.metrics_port: int | None = None
+        self.broker = ""  # what it is, for the report
         self.broker_pid: int | None = None
         self._consumer: Any = None
         self._subscriber: asyncio.Task[None] | None = None
@@ -267,30 +268,39 @@ class BenchRun:
         raise BenchError(f"bench topics had no leaders after {timeout_s:.0f} s")
 
     async def load_items(self) -> None:
-        """Produce the synthetic catalogue to item-vectors (bulk: batched, not latency-tuned)."""
-        from aiokafka import AIOKafkaProducer
-
+        """Produce the synthetic catalogue to item-vectors."""
         from streams.records import ItemVector, encode_item_vector
 
         vectors = synthetic_vectors(self.items)
+        records = ((item_key(k).encode(), encode_item_vector(ItemVector.from_array(
+                       item_id=item_key(k), model="synthetic@bench", vector=vectors[k], title=f"synthetic item {k}")))
+                   for k in range(self.items))
+        await self.produce_bulk(self.topics.item_vectors, records, total=self.items, what="item vectors")
+
+    async def produce_bulk(self, topic: str, records: Iterable[tuple[bytes, bytes]], *, total: int,
+                           what: str) -> int:
+        """Produce ``(key, value)`` records, batched for throughput, not latency; return the
+        bytes of the values."""
+        from aiokafka import AIOKafkaProducer
+
         producer = AIOKafkaProducer(**{**self.kafka.producer_kwargs(), "linger_ms": 20,
-                                       "max_batch_size": 512 * 1024})
+                                       "max_batch_size": 1024 * 1024, "max_request_size": 8 * 1024 * 1024})
         await producer.start()
+        written = 0
         try:
             pending = []
-            for k in range(self.items):
-                record = ItemVector.from_array(item_id=item_key(k), model="synthetic@bench", vector=vectors[k],
-                                               title=f"synthetic item {k}")
-                pending.append(await producer.send(self.topics.item_vectors, encode_item_vector(record),
-                                                   key=item_key(k).encode()))
-                if len(pending) >= 5000:
+            for done, (key, value) in enumerate(records, 1):
+                written += len(value)
+                pending.append(await producer.send(topic, value, key=key))
+                if len(pending) >= 2_000:
                     await asyncio.gather(*pending)
                     pending.clear()
-                    self.display.update(f"loading item vectors: {k + 1:,}/{self.items:,}")
+                    self.display.update(f"writing {what}: {done:,}/{total:,} ({written / 1e6:,.0f} MB)")
             await producer.flush()
             await asyncio.gather(*pending)
         finally:
             await producer.stop()
+        return written
 
     def start_sender(self) -> None:
         parent, child = self._mp.Pipe()
@@ -583,9 +593,17 @@ def plot_latencies(path: Path, phases: dict[str, Phase], *, title: str) -> None:
         p99 = float(np.percentile(values, 99))
         line, = ax.plot(values, cdf, label=f"{label}: p50 {np.percentile(values, 50):.2f} ms, p99 {p99:.2f} ms")
         ax.axvline(p99, color=line.get_color(), linestyle=":", linewidth=1)
+    save_cdf_plot(fig, ax, path, xlabel="click -> output latency (ms, log scale)", ylabel="fraction of clicks",
+                  title=title)
+
+
+def save_cdf_plot(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str) -> None:
+    """The benches' CDF look (log x, grid, legend bottom right), saved to ``path``."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log")
-    ax.set_xlabel("click -> output latency (ms, log scale)")
-    ax.set_ylabel("fraction of clicks")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.001)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
@@ -660,32 +678,21 @@ def run_latency_bench(
         raise BenchError("rate, seconds and items must be positive")
     if mode not in ("rate", "saturation", "idle", "all"):
         raise BenchError(f"unknown mode {mode!r}: choose rate, saturation, idle or all")
-    display = Display(progress)
-    with bench_setup(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
-                     display=display) as setup:
-        bench = BenchRun(setup.settings, partitions=partitions or settings.topics.partitions, users=users,
-                         items=items, display=display, work_dir=setup.work_dir)
-        bench.broker_pid = setup.broker_pid
+    with bench_run(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
+                   display=Display(progress), partitions=partitions, users=users, items=items) as bench:
         report = asyncio.run(_run(bench, rate=rate, seconds=seconds, mode=mode, burn_in_s=burn_in_s,
                                   idle_s=idle_s, step_s=saturation_step_s, budget_s=saturation_budget_s,
                                   start_rate=saturation_start_rate, ready_timeout_s=ready_timeout_s,
                                   plot_path=plot_path))
-        return {"rate": rate, "items": items, "seconds": seconds, "broker": setup.broker, "mode": mode, **report}
-
-
-@dataclass(frozen=True)
-class BenchSetup:
-    settings: Settings  # with the broker's bootstrap servers
-    broker: str  # what it is, for the report
-    broker_pid: int | None
-    work_dir: Path  # the worker's data dir and log
+        return {"rate": rate, "items": items, "seconds": seconds, "broker": bench.broker, "mode": mode, **report}
 
 
 @contextlib.contextmanager
-def bench_setup(settings: Settings, *, broker: BrokerChoice, bootstrap_servers: str | None,
-                keep_dir: Path | None, display: Display) -> Iterator[BenchSetup]:
-    """A broker (a local one started here unless ``bootstrap_servers`` is given) and a work
-    dir (a temp dir removed afterwards, unless ``keep_dir``), both released on exit."""
+def bench_run(settings: Settings, *, broker: BrokerChoice, bootstrap_servers: str | None, keep_dir: Path | None,
+              display: Display, partitions: int | None, users: int, items: int) -> Iterator[BenchRun]:
+    """A :class:`BenchRun` on a broker (a local one started here unless ``bootstrap_servers``
+    is given) with a work dir (a temp dir removed afterwards, unless ``keep_dir``); the broker
+    and the dir are released on exit."""
     work_dir = keep_dir or Path(tempfile.mkdtemp(prefix="recstream-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     local = None
@@ -698,10 +705,12 @@ def bench_setup(settings: Settings, *, broker: BrokerChoice, bootstrap_servers: 
             bootstrap_servers = local.bootstrap_servers
             display.done(f"broker: {local.description} on {bootstrap_servers}")
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
-        yield BenchSetup(settings=settings.model_copy(update={"kafka": kafka}),
-                         broker=local.description if local is not None else f"external {bootstrap_servers}",
-                         broker_pid=getattr(getattr(local, "_process", None), "pid", None),
-                         work_dir=work_dir)
+        bench = BenchRun(settings.model_copy(update={"kafka": kafka}),
+                         partitions=partitions or settings.topics.partitions, users=users, items=items,
+                         display=display, work_dir=work_dir)
+        bench.broker = local.description if local is not None else f"external {bootstrap_servers}"
+        bench.broker_pid = getattr(getattr(local, "_process", None), "pid", None)
+        yield bench
     finally:
         if local is not None:
             local.stop()

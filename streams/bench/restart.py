@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from streams.bench.latency import READY_TIMEOUT_S, BenchError, BenchRun, BrokerChoice, Display, bench_setup
+from streams.bench.latency import READY_TIMEOUT_S, BenchError, BenchRun, BrokerChoice, Display, bench_run
 from streams.bench.load import ITEM_ZIPF_S, item_key, synthetic_vectors, user_key, zipf_draw
 from streams.settings import Settings
 
@@ -77,7 +77,6 @@ def template_states(items: int, *, count: int = TEMPLATES, clicks: int = CLICKS_
 async def load_states(bench: BenchRun, users: int) -> tuple[str, int]:
     """Write ``users`` states to the state changelog (compacted, as faust declares it);
     return the topic and the bytes written."""
-    from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from streams.interest import encode_state
@@ -93,27 +92,11 @@ async def load_states(bench: BenchRun, users: int) -> tuple[str, int]:
     finally:
         await admin.close()
     templates = await asyncio.to_thread(template_states, bench.items)
-    producer = AIOKafkaProducer(**{**bench.kafka.producer_kwargs(), "linger_ms": 20,
-                                   "max_batch_size": 1024 * 1024, "max_request_size": 8 * 1024 * 1024})
-    await producer.start()
-    written = 0
-    try:
-        pending = []
-        for u in range(users):
-            user = user_key(u)
-            value = encode_state(msgspec.structs.replace(templates[u % len(templates)], user_id=user))
-            written += len(value)
-            # The default partitioner (murmur2 of the key) puts it where a click of that user goes.
-            pending.append(await producer.send(topic, value, key=user.encode()))
-            if len(pending) >= 2_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-                bench.display.update(f"writing user states: {u + 1:,}/{users:,} ({written / 1e6:,.0f} MB)")
-        await producer.flush()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return topic, written
+    # The default partitioner (murmur2 of the key) puts a state where a click of that user goes.
+    records = ((user_key(u).encode(),
+                encode_state(msgspec.structs.replace(templates[u % len(templates)], user_id=user_key(u))))
+               for u in range(users))
+    return topic, await bench.produce_bulk(topic, records, total=users, what="user states")
 
 
 def _log_phases(text: str) -> dict[str, Any]:
@@ -184,14 +167,10 @@ def run_restart_bench(
     """
     if users <= 0 or items <= 0:
         raise BenchError("users and items must be positive")
-    display = Display(progress)
-    with bench_setup(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
-                     display=display) as setup:
-        bench = BenchRun(setup.settings, partitions=partitions or settings.topics.partitions, users=users,
-                         items=items, display=display, work_dir=setup.work_dir)
-        bench.broker_pid = setup.broker_pid
+    with bench_run(settings, broker=broker, bootstrap_servers=bootstrap_servers, keep_dir=keep_dir,
+                   display=Display(progress), partitions=partitions, users=users, items=items) as bench:
         report = asyncio.run(_run(bench, ready_timeout_s))
-        return {"users": users, "items": items, "broker": setup.broker, "state_store": settings.state.store,
+        return {"users": users, "items": items, "broker": bench.broker, "state_store": settings.state.store,
                 **report}
 
 
