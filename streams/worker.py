@@ -528,12 +528,22 @@ def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_nam
         Worker(app, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
                override_logging=False).execute_from_commandline()
     finally:
+        _save_snapshots(ctx)
+
+
+def _save_snapshots(ctx: WorkerContext) -> None:
+    """At shutdown: the replica's and the crowd's snapshots, so that the next start reads only
+    what came after and ranks as before. A failure is logged; it must not hide why the worker
+    stopped."""
+    try:
         if ctx.replica is not None:
-            ctx.replica.save()  # so that the next start reads only what comes after
+            ctx.replica.save()
         if ctx.crowd_path is not None and ctx.recommender is not None:
             began = time.monotonic()
             snapshot.write(ctx.crowd_path, ctx.recommender.crowd())
             log.info("crowd snapshot written to %s in %.1f s", ctx.crowd_path, time.monotonic() - began)
+    except Exception:  # noqa: BLE001 - the next start rebuilds from the topics instead
+        log.exception("could not write the shutdown snapshots; the next start reads more from Kafka")
 
 
 def _restore_crowd(recommender: Recommender, path: Path) -> None:
