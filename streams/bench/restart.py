@@ -6,9 +6,9 @@ worker leaves there after serving U users: states built by the workers' own
 :meth:`Recommender.observe` from synthetic clicks, a few hundred distinct ones reused under
 every user id) and N synthetic item vectors to ``item-vectors``. Then, twice:
 
-* ``cold_start_s``: a worker on an empty data dir (a new machine, or a lost disk) starts; it
+* ``cold_start``: a worker on an empty data dir (a new machine, or a lost disk) starts; it
   rebuilds its index replica from ``item-vectors`` and its table from the whole changelog.
-* ``restart_s``: that worker is stopped (SIGTERM, a clean shutdown) and started again on the
+* ``restart``: that worker is stopped (SIGTERM, a clean shutdown) and started again on the
   same data dir (RocksDB keeps the table and its changelog offsets): the ordinary restart,
   the figure the target is about.
 
@@ -16,7 +16,9 @@ Each time is from the worker process's launch to the arrival of the recommendati
 click produced right after the launch (a worker serves nothing before its table is
 recovered, so the answer marks "serving again"). From the worker's log, each start also
 reports whether the index replica resumed from its snapshot (:mod:`streams.snapshot`) and
-what it spent reading ``item-vectors`` and building HNSW.
+what it spent reading ``item-vectors`` and building HNSW. The crowd snapshot a restart also
+reads stays small here (the worker served only the probe clicks); 40k co-visitation rows
+take ~0.25 s to restore.
 """
 
 from __future__ import annotations
