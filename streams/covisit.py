@@ -220,6 +220,8 @@ class CovisitState(msgspec.Struct, frozen=True):
     """A :class:`CovisitCounts` as plain data (a worker snapshots it so that a restart keeps
     its crowd knowledge). Rows are concatenated: row ``rows[i]`` has ``lengths[i]`` entries."""
 
+    half_life_s: float  # the counts are log-counts in these units: only these params read them
+    pair_weight: str
     names: list[str]  # item number -> item id
     totals: bytes  # float64 [len(names)]: log2 engagement counts
     rows: list[int]
@@ -393,7 +395,7 @@ class CovisitCounts:
         rows = list(self._rows)
         parts = [self._rows[a] for a in rows]
         return CovisitState(
-            names=list(self._names),
+            half_life_s=self.params.half_life_s, pair_weight=self.params.pair_weight, names=list(self._names),
             totals=self._totals[: len(self._names)].astype(np.float64).tobytes(),
             rows=rows, lengths=[row.n for row in parts],
             neighbours=b"".join(row.nb[: row.n].astype(np.int64).tobytes() for row in parts),
@@ -402,7 +404,13 @@ class CovisitCounts:
 
     @classmethod
     def from_state(cls, state: CovisitState, params: CovisitParams | None = None) -> CovisitCounts:
-        """Counts as :meth:`state` left them; ``ValueError`` when the arrays disagree."""
+        """Counts as :meth:`state` left them; ``ValueError`` when the arrays disagree or they
+        were counted with another half-life or pair weight (their log-counts mean other things)."""
+        counts = cls(params)
+        p = counts.params
+        if (state.half_life_s, state.pair_weight) != (p.half_life_s, p.pair_weight):
+            raise ValueError(f"counted with half-life {state.half_life_s} s and {state.pair_weight!r} pairs, "
+                             f"configured {p.half_life_s} s and {p.pair_weight!r}")
         n = len(state.names)
         totals = np.frombuffer(state.totals, dtype=np.float64)
         neighbours = np.frombuffer(state.neighbours, dtype=np.int64)
@@ -411,9 +419,9 @@ class CovisitCounts:
         if (totals.size != n or len(state.rows) != len(state.lengths) or neighbours.size != logs.size
                 or (ends[-1] if ends.size else 0) != neighbours.size
                 or (neighbours.size and not 0 <= int(neighbours.min()) <= int(neighbours.max()) < n)
-                or any(not 0 <= a < n for a in state.rows)):
+                or any(not 0 <= a < n for a in state.rows) or len(set(state.rows)) != len(state.rows)
+                or any(length < 1 for length in state.lengths)):
             raise ValueError("inconsistent co-visitation state")
-        counts = cls(params)
         counts._names = list(state.names)
         counts._numbers = {name: number for number, name in enumerate(counts._names)}
         counts._totals = np.full(max(64, n), -np.inf)
@@ -425,6 +433,15 @@ class CovisitCounts:
             row.slots = {b: j for j, b in enumerate(row.nb.tolist())}
             start = end
         return counts
+
+    def keep_only(self, known: Container[str]) -> int:
+        """Forget every item not in ``known`` (e.g. deleted while a snapshot of these counts
+        was on disk); return how many were still counted."""
+        absent = [name for number, name in enumerate(self._names)
+                  if name not in known and (number in self._rows or self._totals[number] > -np.inf)]
+        for name in absent:
+            self.remove(name)
+        return len(absent)
 
     # ----------------------------------------------------------------- internals
 

@@ -41,7 +41,7 @@ from streams.interest import (
 from streams.ranking import Offers, RankedItem, RankParams, rank_offers
 from streams.records import Click
 from streams.settings import Settings
-from streams.trending import Trending, TrendingParams
+from streams.trending import Trending, TrendingParams, TrendingState
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +160,8 @@ class CrowdState(msgspec.Struct, frozen=True):
 
     covisit: CovisitState
     colike: CovisitState | None
-    trending: list[tuple[str, float]]
-    exposure: list[tuple[str, float]]
+    trending: TrendingState
+    exposure: TrendingState
 
 
 class Recommender:
@@ -214,23 +214,30 @@ class Recommender:
         self.trending = Trending.from_state(state.trending, p.trending)
         self.exposure = Trending.from_state(state.exposure, self.exposure.params)
 
+    def forget_absent_items(self) -> int:
+        """Drop from the crowd counts every item the catalogue no longer holds (a restored
+        crowd may name items deleted meanwhile); return how many counters dropped one."""
+        counters = [self.covisit, self.trending, self.exposure, *([self.colike] if self.colike else [])]
+        return sum(counter.keep_only(self.catalog) for counter in counters)
+
     # ------------------------------------------------------------------ users
 
     def observe(self, state: UserState | None, click: Click) -> UserState:
         """Apply a click to the user's state and to the crowd's aggregates."""
         weight = event_weight(click)
-        if weight > 0 and state is not None:
-            previous = recent_positive(state)
-            self.covisit.observe(previous, click.item_id, click.ts_s)
-            if self.colike is not None:
-                self.colike.observe(previous, click.item_id, click.ts_s)
         new = update_interest(
             state, user_id=click.user_id, item_id=click.item_id,
             vector=self.catalog.vector(click.item_id), ts_s=click.ts_s, weight=weight,
             params=self.params.interest,
         )
-        if new is not state and weight > 0:  # a replayed click counts once
-            self.trending.observe(click.item_id, click.ts_s, weight)
+        if new is state or weight <= 0:  # a replayed click (at-least-once) counts once
+            return new
+        self.trending.observe(click.item_id, click.ts_s, weight)
+        if state is not None:
+            previous = recent_positive(state)  # the items before this click
+            self.covisit.observe(previous, click.item_id, click.ts_s)
+            if self.colike is not None:
+                self.colike.observe(previous, click.item_id, click.ts_s)
         return new
 
     def candidates(self, state: UserState | None, now_s: float, *,

@@ -5,9 +5,9 @@ offset), so a re-emitted one is recognisably the same click's; and a click still
 user's recent window is a no-op for the state (``update_interest`` is idempotent on
 replays). Clicks older than that window would be counted twice, which is what
 ``--rebuild-state`` is for: it empties the user-state changelog (DeleteRecords up to its
-end) and removes this machine's local table stores, so the replayed clicks rebuild every
-state from scratch. With ``--to-timestamp`` the rebuilt state holds only what happened
-since that time.
+end) and removes this machine's local table stores and crowd snapshots, so the replayed
+clicks rebuild every state, and the crowd counts, from scratch. With ``--to-timestamp`` the
+rebuilt state holds only what happened since that time.
 
 Offsets can only be moved while the group has no members: stop the workers first.
 """
@@ -26,6 +26,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from streams.errors import RecstreamError
 from streams.settings import Settings
+from streams.snapshot import CROWD_FILE
 
 STATE_TABLE = "user-state"
 
@@ -146,9 +147,14 @@ async def _empty_changelog(admin: AIOKafkaAdminClient, settings: Settings, group
 
 
 def _remove_local_stores(data_dir: Path, group: str) -> list[str]:
-    """faust keeps each worker's table store under ``<datadir>/<app id>-data``."""
+    """faust keeps each worker's table store under ``<datadir>/<app id>-data``; beside it is
+    the worker's crowd snapshot, which counts the clicks about to be replayed (kept, the
+    replay would count them twice)."""
     removed = []
     for store in sorted((data_dir / "workers").glob(f"*/{group}-data")):
         shutil.rmtree(store)
         removed.append(str(store))
+    for crowd in sorted((data_dir / "workers").glob(f"*/{CROWD_FILE}")):
+        crowd.unlink()
+        removed.append(str(crowd))
     return removed

@@ -20,10 +20,14 @@ them, so a restart reopens the shard, loads the catalogue and reads only what ca
 
 Safety. The snapshot lives inside the Edge shard's directory, so it goes with the shard: a
 deleted or replaced shard takes its snapshot along. It is written (atomically: a temp file
-renamed) only after the index is flushed, and used only when the topic matches and no
-position lies beyond the topic's end (a recreated topic). Reading on from its positions
-re-applies whatever the index got after it was written, after a crash too: upserts and
-deletes are idempotent, so index and catalogue converge on the topic.
+renamed) only after the index is flushed. It is used only when the topic is the one it was
+read from (same name, each partition's last record read still at its offset, no position
+past the end or before the start) and when it is younger than the topic keeps tombstones
+(``delete.retention.ms``; a compacted topic drops a delete after that, and a replica reading
+on from old positions would never see it). Otherwise the shard is deleted and the replica
+rebuilt from the topic. Reading on from its positions re-applies whatever the index got
+after it was written, after a crash too: upserts and deletes are idempotent, so index and
+catalogue converge on the topic.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-
 from typing import TypeVar
 
 import msgspec
@@ -42,15 +45,29 @@ from streams.recommend import CrowdState, ItemCatalog, ItemInfo
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 _S = TypeVar("_S", bound=msgspec.Struct)
+#: A snapshot is refused this long before the topic may drop the tombstones written after
+#: it: records a replica had not fetched yet when it was taken are a little older than it.
+TOMBSTONE_MARGIN_S = 3_600.0
+
+
+class Fingerprint(msgspec.Struct, frozen=True, array_like=True):
+    """The last record read from a partition: the same offset must hold the same record
+    when the snapshot is used, or the topic was recreated under the same name."""
+
+    offset: int
+    key: bytes
+    timestamp_ms: int
 
 
 class ReplicaSnapshot(msgspec.Struct, frozen=True):
     """A catalogue (``vectors`` is float32 ``[n, dim]`` row-major) and the read positions."""
 
     topic: str
+    taken_at_s: float
     positions: dict[int, int]  # partition -> next offset to read
+    fingerprints: dict[int, Fingerprint]  # partition -> its last record read
     dim: int
     model_version: str
     item_ids: list[str]
@@ -66,14 +83,15 @@ def snapshot_path(shard_dir: Path) -> Path:
     return shard_dir / "recstream-replica"
 
 
-def take(catalog: ItemCatalog, *, topic: str, positions: Mapping[int, int], dim: int) -> ReplicaSnapshot:
+def take(catalog: ItemCatalog, *, topic: str, positions: Mapping[int, int],
+         fingerprints: Mapping[int, Fingerprint], dim: int, now_s: float) -> ReplicaSnapshot:
     """The snapshot of ``catalog`` read up to ``positions`` of ``topic``."""
     ids = catalog.ids()
     infos = [catalog.get(i) for i in ids]
     matrix = (np.stack([info.vector for info in infos]).astype(np.float32, copy=False) if infos
               else np.zeros((0, dim), np.float32))
     return ReplicaSnapshot(
-        topic=topic, positions=dict(positions), dim=dim,
+        topic=topic, taken_at_s=now_s, positions=dict(positions), fingerprints=dict(fingerprints), dim=dim,
         model_version=catalog.model_version, item_ids=ids, vectors=matrix.tobytes(),
         titles=[info.title for info in infos], tags=[list(info.tags) for info in infos],
         created_at=[info.created_at_s for info in infos],
@@ -89,8 +107,11 @@ def restore(snapshot: ReplicaSnapshot, catalog: ItemCatalog) -> None:
     catalog.model_version = snapshot.model_version
 
 
+CROWD_FILE = "recstream-crowd"
+
+
 def crowd_path(worker_dir: Path) -> Path:
-    return worker_dir / "recstream-crowd"
+    return worker_dir / CROWD_FILE
 
 
 def write(path: Path, snapshot: msgspec.Struct) -> None:
@@ -137,12 +158,20 @@ def read_crowd(path: Path) -> CrowdState | None:
     return _decode(path, CrowdState)
 
 
-def usable(snapshot: ReplicaSnapshot, *, topic: str, end_offsets: Mapping[int, int]) -> str | None:
-    """Why ``snapshot`` cannot seed a replica of ``topic``, whose partitions end at
-    ``end_offsets``; ``None``: it can."""
+def usable(snapshot: ReplicaSnapshot, *, topic: str, begin_offsets: Mapping[int, int],
+           end_offsets: Mapping[int, int], now_s: float, tombstones_kept_s: float) -> str | None:
+    """Why ``snapshot`` cannot seed a replica of ``topic`` (partitions from ``begin_offsets``
+    to ``end_offsets``, keeping tombstones ``tombstones_kept_s``); ``None``: it can, once the
+    :class:`Fingerprint` records are found where they were."""
     if snapshot.topic != topic:
         return f"it was read from topic {snapshot.topic!r}, not {topic!r}"
+    age_s = now_s - snapshot.taken_at_s
+    if age_s > tombstones_kept_s - TOMBSTONE_MARGIN_S:  # a delete since then may be gone
+        return f"it is {age_s:.0f} s old and the topic keeps tombstones {tombstones_kept_s:.0f} s"
     beyond = {p: o for p, o in snapshot.positions.items() if o > end_offsets.get(p, -1)}
     if beyond:  # the topic was deleted and recreated: its offsets mean other records now
         return f"its offsets {beyond} lie beyond the topic's ends {dict(end_offsets)}"
+    gone = {p: o for p, o in snapshot.positions.items() if o < begin_offsets.get(p, 0)}
+    if gone:
+        return f"records after its offsets {gone} were deleted (the topic starts at {dict(begin_offsets)})"
     return None

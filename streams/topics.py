@@ -12,9 +12,15 @@ from streams.settings import KafkaSettings, TopicSettings
 log = logging.getLogger(__name__)
 
 
+#: How long the compacted ``item-vectors`` keeps a delete: an index replica down for less
+#: than this resumes from its snapshot (streams.snapshot); Kafka's default is one day.
+TOMBSTONES_KEPT_S = 7 * 86_400
+
+
 def topic_specs(topics: TopicSettings) -> list[NewTopic]:
     """The topics recstream needs. ``item-vectors`` is compacted: it is the index's source of truth."""
-    compacted = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+    compacted = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1",
+                 "delete.retention.ms": str(TOMBSTONES_KEPT_S * 1000)}
     specs = []
     for name in topics.all_names():
         specs.append(NewTopic(
@@ -42,3 +48,23 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+async def tombstones_kept_s(kafka: KafkaSettings, topic: str) -> float:
+    """The topic's ``delete.retention.ms`` in seconds (Kafka's default, a day, when unreadable)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"delete.retention.ms": None})])
+        for *_, _name, entries in response.resources:
+            for entry in entries:
+                if entry[0] == "delete.retention.ms":
+                    return int(entry[1]) / 1000.0
+    except Exception as exc:  # noqa: BLE001 - the cautious default is safe
+        log.warning("cannot read delete.retention.ms of %s (%s): assuming one day", topic, exc)
+    finally:
+        await admin.close()
+    return 86_400.0

@@ -31,6 +31,8 @@ import math
 from collections.abc import Container
 from dataclasses import dataclass
 
+import msgspec
+
 from streams.errors import ConfigError
 
 __all__ = ["Trending", "TrendingParams", "log2_add", "score_at"]
@@ -71,6 +73,13 @@ class TrendingParams:
             raise ConfigError(f"trending half_life_s must be > 0, got {self.half_life_s}")
         if self.max_items < 1 or self.cache_top < 1:
             raise ConfigError("trending max_items and cache_top must be >= 1")
+
+
+class TrendingState(msgspec.Struct, frozen=True):
+    """A :class:`Trending` as plain data: item ids and their log-scores at a half-life."""
+
+    half_life_s: float
+    items: list[tuple[str, float]]
 
 
 class Trending:
@@ -150,16 +159,30 @@ class Trending:
         if self._log.pop(item_id, None) is not None and item_id in self._top_ids:
             self._rebuild_top()
 
-    def state(self) -> list[tuple[str, float]]:
+    def state(self) -> TrendingState:
         """Every item's log-score, as plain data (:meth:`from_state` inverts it)."""
-        return list(self._log.items())
+        return TrendingState(half_life_s=self.params.half_life_s, items=list(self._log.items()))
 
     @classmethod
-    def from_state(cls, state: list[tuple[str, float]], params: TrendingParams | None = None) -> Trending:
+    def from_state(cls, state: TrendingState, params: TrendingParams | None = None) -> Trending:
+        """``ValueError`` when ``state`` was counted with another half-life (its log-scores
+        would read as other counts)."""
         trending = cls(params)
-        trending._log = dict(state)
+        if state.half_life_s != trending.params.half_life_s:
+            raise ValueError(f"popularity counted with half-life {state.half_life_s} s, "
+                             f"configured {trending.params.half_life_s} s")
+        trending._log = dict(state.items)
         trending._rebuild_top()
         return trending
+
+    def keep_only(self, known: Container[str]) -> int:
+        """Forget every item not in ``known``; return how many there were."""
+        absent = [item_id for item_id in self._log if item_id not in known]
+        for item_id in absent:
+            del self._log[item_id]
+        if absent:
+            self._rebuild_top()
+        return len(absent)
 
     # ----------------------------------------------------------------- internals
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -219,6 +220,7 @@ class IndexReplica:
         self.snapshot_path = (snapshot.snapshot_path(ctx.settings.index_path)
                               if ctx.settings.index.kind == "edge" else None)
         self._saved: dict[int, int] | None = None  # positions of the last snapshot written/read
+        self.fingerprints: dict[int, snapshot.Fingerprint] = {}  # per partition: the last record read
 
     def recommender_for(self, dim: int) -> Recommender:
         ctx = self.ctx
@@ -258,23 +260,43 @@ class IndexReplica:
                 await send_dead_letter(message, error)
             if serving:
                 _observe_freshness(self.ctx.metrics.item_freshness_seconds, messages, bad, time.time())
-            self.positions[tp.partition] = messages[-1].offset + 1
+            last = messages[-1]
+            self.positions[tp.partition] = last.offset + 1
+            self.fingerprints[tp.partition] = snapshot.Fingerprint(last.offset, last.key or b"", last.timestamp)
             applied += len(messages)
         return applied
 
-    def resume(self, end_offsets: dict[int, int]) -> bool:
-        """Seed the catalogue and read positions from the snapshot, when it matches the index
-        on disk and the topic (see :mod:`streams.snapshot`); ``False``: read from the start."""
+    async def resume(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
+        """Seed the catalogue and read positions from the snapshot, when it is one of this
+        topic as it is now (see :mod:`streams.snapshot`), and seek ``consumer`` there. When
+        it is not, delete the shard (it holds what the snapshot described) and return
+        ``False``: the replica is rebuilt from the start of the topic."""
+        from streams.topics import tombstones_kept_s
+
         if self.snapshot_path is None or (snap := snapshot.read(self.snapshot_path)) is None:
             return False
-        recommender = self.recommender_for(snap.dim)
-        why = snapshot.usable(snap, topic=self.ctx.settings.topics.item_vectors, end_offsets=end_offsets)
+        settings = self.ctx.settings
+        topic = settings.topics.item_vectors
+        why = snapshot.usable(snap, topic=topic, now_s=time.time(),
+                              begin_offsets={tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()},
+                              end_offsets={tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()},
+                              tombstones_kept_s=await tombstones_kept_s(settings.kafka, topic))
+        if why is None:
+            why = await _check_fingerprints(consumer, topic, snap.fingerprints)
         if why is not None:
-            log.info("not resuming from %s: %s; rebuilding from the topic", self.snapshot_path, why)
+            log.warning("not resuming from %s: %s; deleting the shard and rebuilding it from the topic",
+                        self.snapshot_path, why)
+            if self.ctx.recommender is None:  # not opened yet: nothing holds the shard
+                shutil.rmtree(settings.index_path, ignore_errors=True)
+            await consumer.seek_to_beginning(*tps)
             return False
+        recommender = self.recommender_for(snap.dim)
         snapshot.restore(snap, recommender.catalog)
-        self.positions = dict(snap.positions)
+        self.positions, self.fingerprints = dict(snap.positions), dict(snap.fingerprints)
         self._saved = dict(snap.positions)
+        for tp in tps:
+            if tp.partition in self.positions:
+                consumer.seek(tp, self.positions[tp.partition])
         log.info("index replica resumed from %s: %d items, reading on from offsets %s",
                  self.snapshot_path, len(snap.item_ids), self.positions)
         return True
@@ -287,7 +309,8 @@ class IndexReplica:
         began = time.monotonic()
         recommender.index.flush()
         snap = snapshot.take(recommender.catalog, topic=self.ctx.settings.topics.item_vectors,
-                             positions=self.positions, dim=recommender.index.dim)
+                             positions=self.positions, fingerprints=self.fingerprints, dim=recommender.index.dim,
+                             now_s=time.time())
         snapshot.write(self.snapshot_path, snap)
         self._saved = dict(self.positions)
         log.info("index replica snapshot: %d items to %s in %.1f s", len(snap.item_ids), self.snapshot_path,
@@ -312,10 +335,7 @@ class IndexReplica:
         try:
             end = await consumer.end_offsets(tps)
             started = time.monotonic()
-            if self.resume({tp.partition: offset for tp, offset in end.items()}):
-                for tp in tps:
-                    if tp.partition in self.positions:
-                        consumer.seek(tp, self.positions[tp.partition])
+            await self.resume(consumer, tps)
             while any(self.positions.get(tp.partition, 0) < offset for tp, offset in end.items()):
                 await self._read(consumer, send_dead_letter)
         finally:
@@ -324,13 +344,20 @@ class IndexReplica:
         count = len(self.ctx.recommender.catalog) if self.ctx.recommender else 0
         log.info("index replica caught up: %d items in %.1f s", count, time.monotonic() - started)
         recommender = self.ctx.recommender
+        if recommender is not None:  # a restored crowd may name items deleted while it was away
+            forgotten = recommender.forget_absent_items()
+            if forgotten:
+                log.info("crowd counts: forgot %d items no longer in the catalogue", forgotten)
         if recommender is not None and count >= settings.index.optimize_min_items:
             log.info("building the ANN index over %d items (index.optimize_min_items=%d)...",
                      count, settings.index.optimize_min_items)
             began = time.monotonic()
             recommender.index.optimize()
             log.info("ANN index built in %.1f s", time.monotonic() - began)
-        self.save()
+        try:
+            self.save()
+        except Exception:  # noqa: BLE001 - serving matters more; the next start reads more from Kafka
+            log.exception("could not write the replica snapshot")
         self.ctx.index_ready.set()
         return count
 
@@ -347,6 +374,26 @@ class IndexReplica:
                     self.ctx.index_ready.set()
         finally:
             await consumer.stop()
+
+
+async def _check_fingerprints(consumer: AIOKafkaConsumer, topic: str,
+                              fingerprints: dict[int, snapshot.Fingerprint]) -> str | None:
+    """Why the topic no longer holds the snapshot's last records where they were (``None``:
+    it does). Compaction can remove such a record too (its key was written again later):
+    then the snapshot is refused, which costs a rebuild, never a wrong replica."""
+    for partition, mark in fingerprints.items():
+        tp = TopicPartition(topic, partition)
+        consumer.seek(tp, mark.offset)
+        found = None
+        deadline = time.monotonic() + 10.0
+        while found is None and time.monotonic() < deadline:
+            batch = (await consumer.getmany(tp, timeout_ms=500, max_records=1)).get(tp)
+            found = batch[0] if batch else None
+        if found is None:
+            return f"offset {mark.offset} of partition {partition} could not be read"
+        if (found.offset, found.key or b"", found.timestamp) != (mark.offset, mark.key, mark.timestamp_ms):
+            return f"partition {partition} holds another record at offset {mark.offset} than when it was taken"
+    return None
 
 
 def _observe_freshness(histogram: Any, messages: list[Any], bad: list[tuple[Any, Exception]],

@@ -299,8 +299,9 @@ def test_a_restarted_worker_reopens_its_state(pipeline: Pipeline) -> None:
 
 
 def test_a_killed_worker_resumes_its_index_and_catches_up_on_what_came_after(pipeline: Pipeline) -> None:
-    """SIGKILL: no shutdown snapshot. The restart resumes from the last one (the clean stop
-    above) and re-reads what came after it: one new item, one deleted item."""
+    """SIGKILL: no shutdown snapshot. The restart resumes from the last one written (at the
+    clean stop above, or at the catch-up after it) and re-reads what came after it: one new
+    item, one deleted item."""
     pipeline.items({"space-late": "Astronauts repair a satellite on a spacewalk"})
     pipeline.produce(pipeline.topics.items, [(b"space-new", b'{"item_id": "space-new", "op": "delete"}')])
     pipeline.read(pipeline.topics.item_vectors,

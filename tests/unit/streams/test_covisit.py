@@ -230,13 +230,24 @@ def test_state_round_trips_every_count(sessions, m, normalise):
     assert copy.state() == original.state()
 
 
-def test_an_inconsistent_state_is_refused():
-    from streams.covisit import CovisitState
+def test_an_inconsistent_or_foreign_state_is_refused():
+    import msgspec
 
     counts = CovisitCounts()
     feed(counts, [[("a", T0), ("b", T0 + 1)]])
     state = counts.state()
-    bad = CovisitState(names=state.names[:1], totals=state.totals, rows=state.rows, lengths=state.lengths,
-                       neighbours=state.neighbours, logs=state.logs)
-    with pytest.raises(ValueError):
-        CovisitCounts.from_state(bad)
+    for bad in (msgspec.structs.replace(state, names=state.names[:1]),  # rows name unknown items
+                msgspec.structs.replace(state, rows=[0, 0], lengths=[1, 0])):  # a repeated, empty row
+        with pytest.raises(ValueError, match="inconsistent"):
+            CovisitCounts.from_state(bad)
+    # log-counts made at one half-life read as other counts at another
+    with pytest.raises(ValueError, match="half-life"):
+        CovisitCounts.from_state(state, CovisitParams(half_life_s=2 * counts.params.half_life_s))
+
+
+def test_keep_only_forgets_the_absent_items():
+    counts = CovisitCounts()
+    feed(counts, [[("a", T0), ("b", T0 + 1), ("c", T0 + 2)]])
+    assert counts.keep_only({"a", "b"}) == 1
+    assert counts.neighbours("c", T0 + 3, 10) == [] and "c" not in dict(counts.neighbours("a", T0 + 3, 10))
+    assert counts.keep_only({"a", "b"}) == 0

@@ -118,3 +118,26 @@ def test_a_restored_crowd_recommends_as_the_original():
     for user, state in states.items():
         assert restored.recommend(state, NOW + 3_600) == rec.recommend(state, NOW + 3_600), user
     assert restored.recommend(None, NOW + 3_600) == rec.recommend(None, NOW + 3_600)  # trending
+
+
+def test_a_replayed_click_counts_once_in_the_crowd():
+    rec = _recommender()
+    state = None
+    clicks = [_click("u", item, NOW + n) for n, item in enumerate(["cook-0", "cook-1", "cook-2"])]
+    for click in clicks:
+        state = rec.observe(state, click)
+    before = rec.crowd()
+    for click in clicks:  # at-least-once: the same clicks delivered again
+        assert rec.observe(state, click) is state
+    assert rec.crowd() == before
+
+
+def test_forget_absent_items_cleans_a_restored_crowd():
+    rec = _recommender()
+    state = None
+    for n, item in enumerate(["cook-0", "cook-1", "cook-2"]):
+        state = rec.observe(state, _click("u", item, NOW + n))
+    rec.catalog.remove("cook-1")  # as if deleted while the crowd snapshot was on disk
+    assert rec.forget_absent_items() >= 2  # co-visitation and popularity both knew it
+    assert "cook-1" not in [i for i, _ in rec.trending.top(NOW + 3, 10)]
+    assert rec.forget_absent_items() == 0
