@@ -36,7 +36,8 @@ from streams.bench.latency import (
     BrokerChoice,
     Display,
     bench_run,
-    cpu_seconds,
+    cpu_times,
+    cpu_util,
     save_cdf_plot,
 )
 from streams.bench.load import SendPlan, SendResult, new_item_key
@@ -211,15 +212,15 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, ready_timeout_s:
             await asyncio.sleep(1.0)  # let the warm-up's last observations settle
             text = await asyncio.to_thread(scrape, bench.metrics_port)
             before, indexed = histogram_buckets(text, FRESHNESS_HISTOGRAM), sample(text, INDEXED)
-            pids = {"worker": bench.worker.pid if bench.worker else None, "broker": bench.broker_pid}
-            cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+            pids = bench.pids()
+            cpu_before = cpu_times(pids)
             started = time.monotonic()
             result, arrival, dead = await _send_items(bench, rate=rate, seconds=seconds, seed=TIMED_SEED,
                                                       drain_cap_s=120.0)
             encoded = int((~np.isnan(arrival)).sum())
             await _wait_indexed(bench, indexed + encoded, 60.0, "indexing the new items")
             wall_s = time.monotonic() - started
-            cpu_after = {k: cpu_seconds(pid) for k, pid in pids.items()}
+            cpu_after = cpu_times(pids)
             after = histogram_buckets(await asyncio.to_thread(scrape, bench.metrics_port), FRESHNESS_HISTOGRAM)
     finally:
         await bench.close()
@@ -236,8 +237,7 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, ready_timeout_s:
         "recommendable_ms": recommendable,
         "target_p99_ms": TARGET_P99_MS,
         "met": bool(recommendable and recommendable["p99_le"] <= TARGET_P99_MS),
-        "cpu_util": {k: round((cpu_after[k] - cpu_before[k]) / wall_s, 2) for k in pids
-                     if cpu_before[k] is not None and cpu_after[k] is not None},
+        "cpu_util": cpu_util(cpu_before, cpu_after, wall_s),
     }
     display.done(f"new item -> encoded {report['encoded_ms']}, -> recommendable {recommendable}")
     if plot_path is not None:

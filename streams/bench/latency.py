@@ -153,6 +153,17 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def cpu_times(pids: dict[str, int | None]) -> dict[str, float | None]:
+    """CPU seconds so far of each named process (None: not running)."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_util(before: dict[str, float | None], after: dict[str, float | None], wall_s: float) -> dict[str, float]:
+    """Cores each process used between two :func:`cpu_times` readings ``wall_s`` apart."""
+    return {name: round((after[name] - before[name]) / wall_s, 2) for name in before
+            if before[name] is not None and after.get(name) is not None}
+
+
 class Display:
     """Progress on stderr with rich (or log lines when ``enabled`` is false)."""
 
@@ -434,7 +445,7 @@ class BenchRun:
                 raise BenchError(f"the click sender died (exit code {self.sender.exitcode})")
         return self._sender_conn.recv()
 
-    def _pids(self) -> dict[str, int | None]:
+    def pids(self) -> dict[str, int | None]:
         return {
             "worker": self.worker.pid if self.worker is not None and self.worker.poll() is None else None,
             "relay": self.relay.pid if self.relay is not None else None,
@@ -451,14 +462,14 @@ class BenchRun:
         plan = SendPlan(topic=topic, rate=rate, seconds=seconds, items=self.items, users=self.users,
                         seed=self._seed)
         start = len(self.received)
-        pids = self._pids()
-        cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        pids = self.pids()
+        cpu_before = cpu_times(pids)
         buckets_before = histogram_buckets(await asyncio.to_thread(scrape, self.metrics_port), CLICK_HISTOGRAM) if pipeline else {}
         if not quiet:
             self.display.update(f"{name}: {rate:,.0f} clicks/s for {seconds:g} s")
         result = await self.send(plan)
         wall_s = max(1e-9, float(result.sent_s[-1] - result.sent_s[0]))
-        cpu_after = {k: cpu_seconds(pid) for k, pid in pids.items()}
+        cpu_after = cpu_times(pids)
         buckets_after = histogram_buckets(await asyncio.to_thread(scrape, self.metrics_port), CLICK_HISTOGRAM) if pipeline else {}
 
         index = {(int(p), int(o)): i for i, (p, o) in enumerate(zip(result.partitions, result.offsets, strict=True))
@@ -502,8 +513,7 @@ class BenchRun:
             send_lag_ms_max=round(float((result.sent_s - result.due_s).max()) * 1000.0, 2),
             send_lag_ms_p99=round(float(np.percentile(result.sent_s - result.due_s, 99)) * 1000.0, 2),
             first_sent_s=float(result.sent_s[0]),
-            cpu_util={k: round((cpu_after[k] - cpu_before[k]) / wall_s, 2) for k in pids
-                      if cpu_before[k] is not None and cpu_after[k] is not None},
+            cpu_util=cpu_util(cpu_before, cpu_after, wall_s),
         )
         if pipeline:
             phase.to_generated_ms = (generated[ok] - result.sent_s[ok]) * 1000.0
@@ -549,14 +559,23 @@ class BenchRun:
             self.sender.join(10)
             if self.sender.is_alive():
                 self.sender.terminate()
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)
-            try:
-                self.worker.wait(30)
-            except subprocess.TimeoutExpired:
-                log.warning("worker %d did not stop within 30 s; killing it", self.worker.pid)
-                self.worker.kill()
-                self.worker.wait()
+        self.stop_worker(30.0)
+
+    def stop_worker(self, timeout_s: float) -> bool:
+        """SIGTERM the worker (a clean shutdown) and wait; kill it after ``timeout_s``.
+        Returns whether it stopped by itself (or was not running)."""
+        worker, self.worker = self.worker, None
+        if worker is None or worker.poll() is not None:
+            return True
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d did not stop within %.0f s; killing it", worker.pid, timeout_s)
+            worker.kill()
+            worker.wait()
+            return False
 
 
 # --------------------------------------------------------------------------- report

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -124,19 +122,6 @@ async def _time_to_serve(bench: BenchRun, name: str, timeout_s: float) -> dict[s
     return {"seconds": round(served - launched, 2), **_log_phases(text)}
 
 
-def _stop_worker(bench: BenchRun) -> None:
-    worker = bench.worker
-    if worker is None:
-        return
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired as exc:
-        worker.kill()
-        raise BenchError("the worker did not stop within 60 s of SIGTERM") from exc
-    bench.worker = None
-
-
 def run_restart_bench(
     settings: Settings,
     *,
@@ -193,7 +178,8 @@ async def _run(bench: BenchRun, ready_timeout_s: float) -> dict[str, Any]:
             cold = await _time_to_serve(bench, "cold start", ready_timeout_s)
         display.done(f"cold start: serving after {cold['seconds']} s")
         with display.stage("restart: the same data dir"):
-            await asyncio.to_thread(_stop_worker, bench)
+            if not await asyncio.to_thread(bench.stop_worker, 60.0):
+                raise BenchError("the worker did not stop within 60 s of SIGTERM: no clean restart to time")
             warm = await _time_to_serve(bench, "restart", ready_timeout_s)
         display.done(f"restart: serving after {warm['seconds']} s")
     finally:
