@@ -81,6 +81,20 @@ def merged_payload(item_id: str, payload: Mapping[str, Any] | None) -> dict[str,
     return merged
 
 
+#: ``search_batch``'s ``exclude``: one set for every row, or one set per row (a batch of
+#: queries from many users, each with its own seen items).
+Excludes = AbstractSet[str] | Sequence[AbstractSet[str]]
+
+
+def row_excludes(exclude: Excludes, rows: int) -> list[AbstractSet[str]]:
+    """``exclude`` as one set per query row; ``IndexError_`` when a per-row list has another length."""
+    if isinstance(exclude, AbstractSet):
+        return [exclude] * rows
+    if len(exclude) != rows:
+        raise IndexError_(f"search_batch got {len(exclude)} exclude sets for {rows} queries")
+    return list(exclude)
+
+
 def rank_hits(
     candidates: Iterable[tuple[str, float]], k: int, exclude: AbstractSet[str]
 ) -> list[Hit]:

@@ -13,7 +13,7 @@ HIGHER IS BETTER. Results are ordered by score descending, ties by ``item_id`` a
 Excluding items (the user's seen set) is done by over-fetching ``k + len(exclude)``
 candidates and dropping excluded ids in Python, never with an engine-side filter:
 measured on Qdrant Edge, a ``must_not HasId`` filter loses recall while over-fetching keeps
-recall 1.0 at the same speed (DESIGN.md, "Measured here before any code").
+recall 1.0 at the same speed (docs/architecture.md, "Facts the design rests on").
 
 Qdrant point ids must be unsigned ints or UUIDs, so an ``item_id`` is stored under
 :func:`point_id` (a UUIDv5 of the item id) with the item id itself kept in the payload
@@ -136,11 +136,12 @@ class VectorIndex(Protocol):
         vectors: np.ndarray,
         k: int,
         *,
-        exclude: AbstractSet[str] = frozenset(),
+        exclude: AbstractSet[str] | Sequence[AbstractSet[str]] = frozenset(),
     ) -> list[list[Hit]]:
         """:meth:`search` for each row of ``vectors`` ``[m, dim]``, in one engine call where
-        the engine has a batch API. Returns ``m`` lists, in row order; ``exclude`` applies
-        to every row."""
+        the engine has a batch API. Returns ``m`` lists, in row order. ``exclude`` is one set
+        for every row or a sequence of ``m`` sets, one per row (a batch of queries from many
+        users, each with its own seen items); each row over-fetches by its own set's size."""
         ...
 
     def count(self) -> int:

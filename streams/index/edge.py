@@ -4,7 +4,7 @@ An ``EdgeShard`` is a directory (config, segments, WAL). :class:`QdrantEdgeIndex
 when the directory is missing or empty and loads it otherwise, checking that the stored
 vectors have this index's dimension and Cosine distance.
 
-Facts this adapter is built on (qdrant-edge-py 0.9; DESIGN.md "Measured here"):
+Facts this adapter is built on (qdrant-edge-py 0.9; docs/architecture.md, "Facts the design rests on"):
 
 * Writes are visible to the next query; the WAL makes acknowledged writes survive a crash.
 * Nothing is HNSW-indexed until :meth:`optimize` runs, and only segments above the
@@ -40,12 +40,14 @@ import qdrant_edge as qe
 
 from streams.errors import IndexError_
 from streams.index._common import (
+    Excludes,
     check_dim,
     check_queries,
     check_upsert,
     engine_errors,
     merged_payload,
     rank_hits,
+    row_excludes,
 )
 from streams.index.base import ITEM_ID_KEY, Hit, point_id
 
@@ -54,7 +56,7 @@ __all__ = ["DEFAULT_EXACT_SEARCH_BELOW", "POINT_IDS_FILE", "QdrantEdgeIndex", "e
 log = logging.getLogger(__name__)
 
 #: Point count under which queries ask for exact search. Measured on 2 cores: below ~20k
-#: items a full scan is as fast as HNSW (DESIGN.md, "Measured here before any code").
+#: items a full scan is as fast as HNSW (docs/architecture.md, "Facts the design rests on").
 DEFAULT_EXACT_SEARCH_BELOW = 20_000
 
 
@@ -221,19 +223,21 @@ class QdrantEdgeIndex:
         vectors: np.ndarray,
         k: int,
         *,
-        exclude: AbstractSet[str] = frozenset(),
+        exclude: Excludes = frozenset(),
     ) -> list[list[Hit]]:
         """One ``query_batch`` call: the engine plans the batch as one pass over segments."""
         shard = self._open_shard()
         queries = check_queries(vectors, self._dim, k, batch=True)
+        excludes = row_excludes(exclude, queries.shape[0])
         if k == 0 or queries.shape[0] == 0:
             return [[] for _ in range(queries.shape[0])]
         with _engine_errors("query_batch", self._path):
             params = self._search_params(shard)
             # Nearest() takes a list ~2.5x faster than a numpy row (exact: float32 -> float -> f32)
-            requests = [self._request(row, k + len(exclude), params) for row in queries.tolist()]
+            requests = [self._request(row, k + len(ex), params)
+                        for row, ex in zip(queries.tolist(), excludes, strict=True)]
             batches = shard.query_batch(qe.QueryBatchRequest(requests))
-        return [rank_hits(self._pairs(points), k, exclude) for points in batches]
+        return [rank_hits(self._pairs(points), k, ex) for points, ex in zip(batches, excludes, strict=True)]
 
     def count(self) -> int:
         """Exact point count."""

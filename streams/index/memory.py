@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from streams.errors import IndexError_
-from streams.index._common import check_dim, check_queries, check_upsert, rank_hits
+from streams.index._common import Excludes, check_dim, check_queries, check_upsert, rank_hits, row_excludes
 from streams.index.base import Hit
 
 __all__ = ["MemoryIndex"]
@@ -99,19 +99,19 @@ class MemoryIndex:
         """Exact top-``k`` by cosine; see :meth:`VectorIndex.search`."""
         self._check_open()
         query = check_queries(vector, self._dim, k, batch=False)
-        return self._search_rows(query[None, :], k, exclude)[0]
+        return self._search_rows(query[None, :], k, [exclude])[0]
 
     def search_batch(
         self,
         vectors: np.ndarray,
         k: int,
         *,
-        exclude: AbstractSet[str] = frozenset(),
+        exclude: Excludes = frozenset(),
     ) -> list[list[Hit]]:
         """Exact top-``k`` for each row, scored with one mat-mul."""
         self._check_open()
         queries = check_queries(vectors, self._dim, k, batch=True)
-        return self._search_rows(queries, k, exclude)
+        return self._search_rows(queries, k, row_excludes(exclude, queries.shape[0]))
 
     def count(self) -> int:
         """Number of live rows."""
@@ -150,15 +150,15 @@ class MemoryIndex:
         self._matrix = grown
 
     def _search_rows(
-        self, queries: np.ndarray, k: int, exclude: AbstractSet[str]
+        self, queries: np.ndarray, k: int, excludes: list[AbstractSet[str]]
     ) -> list[list[Hit]]:
         live = len(self._id_at)
         if k == 0 or live == 0:
             return [[] for _ in range(queries.shape[0])]
         scores = self._matrix[:live] @ _normalised(queries).T  # [live, m]
-        fetch = min(live, k + len(exclude))
         results: list[list[Hit]] = []
-        for column in scores.T:  # column: [live]
+        for column, exclude in zip(scores.T, excludes, strict=True):  # column: [live]
+            fetch = min(live, k + len(exclude))
             if fetch < live:
                 # The fetch-th largest score; take every row at or above it so a tie that
                 # straddles the cut is broken by item id, not by row order.

@@ -8,7 +8,7 @@ Where the collection lives is read from one string, ``url``:
   one process at a time holds its lock).
 
 Local mode is a pure-Python brute-force engine (17 ms/query at 10k points, 126 ms at 100k,
-DESIGN.md): it exists to test this adapter's code path without a server, not to serve.
+docs/architecture.md): it exists to test this adapter's code path without a server, not to serve.
 
 The collection (one unnamed Cosine vector of ``dim``) is created when missing; an existing
 one with another dimension, distance or named vectors is refused. A server indexes by
@@ -28,12 +28,14 @@ from qdrant_client import QdrantClient, models
 
 from streams.errors import ConfigError, IndexError_
 from streams.index._common import (
+    Excludes,
     check_dim,
     check_queries,
     check_upsert,
     engine_errors,
     merged_payload,
     rank_hits,
+    row_excludes,
 )
 from streams.index.base import ITEM_ID_KEY, Hit, point_id
 
@@ -176,22 +178,24 @@ class QdrantRemoteIndex:
         vectors: np.ndarray,
         k: int,
         *,
-        exclude: AbstractSet[str] = frozenset(),
+        exclude: Excludes = frozenset(),
     ) -> list[list[Hit]]:
         """All rows in one ``query_batch_points`` round trip."""
         client = self._open_client()
         queries = check_queries(vectors, self._dim, k, batch=True)
+        excludes = row_excludes(exclude, queries.shape[0])
         if k == 0 or queries.shape[0] == 0:
             return [[] for _ in range(queries.shape[0])]
         requests = [
             models.QueryRequest(
-                query=row.tolist(), limit=k + len(exclude), with_payload=self._with_payload
+                query=row.tolist(), limit=k + len(ex), with_payload=self._with_payload
             )
-            for row in queries
+            for row, ex in zip(queries, excludes, strict=True)
         ]
         with self._errors("query_batch"):
             responses = client.query_batch_points(self._collection, requests=requests)
-        return [rank_hits(self._pairs(response.points), k, exclude) for response in responses]
+        return [rank_hits(self._pairs(response.points), k, ex)
+                for response, ex in zip(responses, excludes, strict=True)]
 
     def count(self) -> int:
         """Exact point count."""

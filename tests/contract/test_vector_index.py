@@ -236,6 +236,20 @@ def test_exclude_drops_ids_and_still_fills_k(index: VectorIndex) -> None:
     assert [[hit.item_id for hit in row] for row in batch] == [[hit.item_id for hit in hits]] * 2
 
 
+def test_search_batch_excludes_per_row(index: VectorIndex) -> None:
+    """A batch of many users' queries: each row drops its own user's ids, and only those."""
+    ids, vectors = clustered(300, DIM, seed=3)
+    index.upsert(ids, vectors)
+    queries = vectors[[3, 3, 150]]
+    full = [[hit.item_id for hit in index.search(q, K + 6)] for q in queries]
+    excludes = [set(full[0][:6]), set(), {full[2][0], "not-an-item"}]
+    batch = index.search_batch(queries, K, exclude=excludes)
+    assert [[hit.item_id for hit in row] for row in batch] == [
+        [i for i in full[n] if i not in excludes[n]][:K] for n in range(3)]
+    with pytest.raises(IndexError_):
+        index.search_batch(queries, K, exclude=[set()])
+
+
 def test_k_edges(index: VectorIndex) -> None:
     e = basis()
     index.upsert(["a", "b", "c"], e[:3])
