@@ -1,18 +1,21 @@
-"""From a click to a ranked, explained list: the one code path workers and eval share.
+"""From clicks to ranked, explained lists: the one code path workers and eval share.
 
-A :class:`Recommender` owns the worker-local knowledge of items (the :class:`ItemCatalog`
-and the vector index) and of the crowd (co-visitation, trending, exposure); per-user
-state is passed in and returned, never held, so the caller decides where it lives (a
-faust table in workers, a dict in eval).
+A :class:`Recommender` reads the worker's knowledge of items (the :class:`ItemCatalog` and
+the vector index, kept by the index replica) and owns what it learns from the crowd
+(co-visitation, co-likes, trending, exposure); per-user state is passed in and returned,
+never held, so the caller decides where it lives (a faust table in workers, a dict in eval).
 
-Per click the work is O(state + candidates), never O(catalogue):
-1. candidates: one batched ANN query for the strongest interests plus the session
-   vector, co-visitation neighbours of the recent items, and trending items;
-2. seen items dropped (the index over-fetches instead of filtering: DESIGN.md);
-3. :func:`streams.ranking.rank_offers` blends, diversifies (MMR) and explains.
+A batch of users (:meth:`Recommender.recommend_batch`) costs O(states + candidates), never
+O(catalogue):
+1. candidates: the vector queries of every user (the strongest interests plus the session
+   vector) in one index call, co-visitation and co-like neighbours of each user's recent
+   items, and trending items;
+2. seen items dropped (the index over-fetches instead of filtering: docs/architecture.md);
+3. :func:`streams.ranking.rank_offers` blends, diversifies (MMR) and explains, per user.
 
 Prequential use (eval): ``recommend(state, now)`` first, then ``observe(state, click)``.
-Streaming use (workers): ``observe`` then ``recommend`` on the new state.
+Streaming use (workers): ``observe`` each click of a batch in order, then
+``recommend_batch`` on the batch's users.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
 
 from streams.covisit import CoScores, CovisitCounts, CovisitParams, CovisitState
-from streams.index.base import VectorIndex
+from streams.index.base import Hit, VectorIndex
 from streams.interest import (
     EVENT_WEIGHTS,
     InterestParams,
@@ -191,6 +195,11 @@ class Recommender:
         self.index.delete(item_ids)
         for item_id in item_ids:
             self.catalog.remove(item_id)
+        self.forget_items(item_ids)
+
+    def forget_items(self, item_ids: Sequence[str]) -> None:
+        """Drop items from the crowd's counts (they left the catalogue and the index)."""
+        for item_id in item_ids:
             self.covisit.remove(item_id)
             if self.colike is not None:
                 self.colike.remove(item_id)
@@ -243,45 +252,107 @@ class Recommender:
     def candidates(self, state: UserState | None, now_s: float, *,
                    exclude: AbstractSet[str] = frozenset()) -> Offers:
         """Every generator's offers for this user, seen (and ``exclude``d) items already dropped."""
-        return self._offers(state, now_s, exclude, recent_positive(state) if state is not None else [])
+        [plan] = self._plans([Request(state, now_s, exclude)])
+        self._search([plan])
+        return self._offers(plan)
 
-    def _offers(self, state: UserState | None, now_s: float, exclude: AbstractSet[str],
-                positive: Sequence[tuple[str, float]]) -> Offers:
-        """:meth:`candidates`, given the state's ``recent_positive`` (ranking reads it too).
+    def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
+                  exclude: AbstractSet[str] = frozenset()) -> list[RankedItem]:
+        """The ranked, explained list for one user now: :meth:`recommend_batch` of one.
+
+        Args:
+            state: the user's state (None: a user never seen).
+            now_s: query time.
+            record_exposure: count the returned items as shown (exposure penalty).
+            exclude: item ids never to return besides the state's seen set (eval passes
+                every item the user ever clicked; the state remembers only the recent ones).
+        """
+        return self.recommend_batch([Request(state, now_s, exclude)], record_exposure=record_exposure)[0]
+
+    def recommend_batch(self, requests: Sequence[Request], *,
+                        record_exposure: bool = True) -> list[list[RankedItem]]:
+        """The ranked, explained list for each request, in order: the click path of a batch.
+
+        The vector queries of every request go to the index in one call (one engine pass,
+        one crossing into the engine); what is per user after that (co-visitation rows,
+        ranking, MMR, reasons) reads only that user's state and the shared counts.
+        """
+        plans = self._plans(requests)
+        self._search(plans)
+        return [self._rank(plan, record_exposure) for plan in plans]
+
+    # ------------------------------------------------------------------ one batch
+
+    def _plans(self, requests: Sequence[Request]) -> list[_Plan]:
+        p = self.params
+        plans = []
+        for req in requests:
+            state = req.state
+            seen = seen_items(state) if state is not None else frozenset()
+            if req.exclude:
+                seen = seen | req.exclude
+            queries = _vector_queries(state, req.now_s, p) if state is not None else []
+            # The index over-fetches one hit per excluded id, so hand it only the newest
+            # seen items (the likeliest neighbours of the queries) and drop the rest here:
+            # the query cost stays bounded however long the user's history is.
+            newest = frozenset(ev.item_id for ev in state.recent[-p.ann_candidates:]) if state else frozenset()
+            plans.append(_Plan(state=state, now_s=req.now_s, seen=seen, newest=newest, queries=queries,
+                               positive=recent_positive(state) if state is not None else []))
+        return plans
+
+    def _search(self, plans: Sequence[_Plan]) -> None:
+        """Every plan's vector queries in one index call; each plan gets its rows of hits."""
+        rows = [(plan, query) for plan in plans for query in plan.queries]
+        if not rows or not len(self.catalog):  # the catalog mirrors the index; an exact count costs ~15 ms at 100k
+            return
+        hits = self.index.search_batch(np.stack([q.vector for _, q in rows]), self.params.ann_candidates,
+                                       exclude=[plan.newest for plan, _ in rows])
+        for (plan, _), row in zip(rows, hits, strict=True):
+            plan.hits.append(row)
+
+    def _offers(self, plan: _Plan) -> Offers:
+        """The plan's offers, once its ANN hits are in (:meth:`_search`).
 
         Built as columns (one score per item and generator), never as per-offer objects:
         this runs on every click and offers number in the hundreds.
         """
         p = self.params
         n = p.candidates_per_source
-        seen = seen_items(state) if state is not None else frozenset()
-        if exclude:
-            seen = seen | exclude
+        seen, now_s = plan.seen, plan.now_s
         table = _OfferTable()
-        queries: list[_Query] = []
         co_scores: dict[str, CoScores] = {}
-        if state is not None:
-            queries = _vector_queries(state, now_s, p)
-            if queries and len(self.catalog):  # the catalog mirrors the index; an exact count costs ~15 ms at 100k
-                # The index over-fetches one hit per excluded id, so hand it only the newest
-                # seen items (the likeliest neighbours of the queries) and drop the rest here:
-                # the query cost stays bounded however long the user's history is.
-                newest = {ev.item_id for ev in state.recent[-p.ann_candidates:]}
-                hits = self.index.search_batch(np.stack([q.vector for q in queries]), p.ann_candidates,
-                                               exclude=newest)
-                for query, row in zip(queries, hits, strict=True):
-                    table.offer(query.source, ((h.item_id, h.score * query.share) for h in row
-                                               if h.item_id not in seen))
+        if plan.state is not None:
+            for query, row in zip(plan.queries, plan.hits, strict=False):
+                table.offer(query.source, ((h.item_id, h.score * query.share) for h in row
+                                           if h.item_id not in seen))
             for source, counts in (("covisit", self.covisit), ("colike", self.colike)):
                 if counts is None:
                     continue
-                scores = co_scores[source] = counts.scores(positive, now_s, seen)
+                scores = co_scores[source] = counts.scores(plan.positive, now_s, seen)
                 table.offer_because(source, scores.top(n))
         table.offer("trending", self.trending.top(now_s, n, seen))
         ids, vectors = table.items(self.catalog)
         if p.cross_score and ids:
-            self._cross_score(table, ids, vectors, queries, co_scores, now_s)
+            self._cross_score(table, ids, vectors, plan.queries, co_scores, now_s)
         return table.offers(ids, vectors)
+
+    def _rank(self, plan: _Plan, record_exposure: bool) -> list[RankedItem]:
+        offers = self._offers(plan)
+        if not offers.item_ids:
+            return []
+        now_s = plan.now_s
+        recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in plan.positive]
+        exposure = None
+        if self.params.rank.exposure_penalty > 0 and len(self.exposure):
+            top = self.exposure.top(now_s, 1)
+            peak = top[0][1] if top else 0.0
+            if peak > 0:
+                exposure = {i: self.exposure.score(i, now_s) / peak for i in offers.item_ids}
+        ranked = rank_offers(offers, recent=recent, k=self.params.k, params=self.params.rank, exposure=exposure)
+        if record_exposure and self.params.rank.exposure_penalty > 0:  # counted only where it is read
+            for item in ranked:
+                self.exposure.observe(item.item_id, now_s, 1.0)
+        return ranked
 
     def _cross_score(self, table: _OfferTable, ids: list[str], vectors: np.ndarray,
                      queries: list[_Query], co_scores: dict[str, CoScores], now_s: float) -> None:
@@ -310,33 +381,28 @@ class Recommender:
                 best = ((vectors[rows] @ q.T) * shares).max(axis=1).tolist()  # (n, m) -> n
                 table.offer(source, ((ids[j], s) for j, s in zip(rows, best, strict=True) if s > 0))
 
-    def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
-                  exclude: AbstractSet[str] = frozenset()) -> list[RankedItem]:
-        """The ranked, explained list for this user now.
 
-        Args:
-            state: the user's state (None: a user never seen).
-            now_s: query time.
-            record_exposure: count the returned items as shown (exposure penalty).
-            exclude: item ids never to return besides the state's seen set (eval passes
-                every item the user ever clicked; the state remembers only the recent ones).
-        """
-        positive = recent_positive(state) if state is not None else []
-        offers = self._offers(state, now_s, exclude, positive)
-        if not offers.item_ids:
-            return []
-        recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in positive]
-        exposure = None
-        if self.params.rank.exposure_penalty > 0 and len(self.exposure):
-            top = self.exposure.top(now_s, 1)
-            peak = top[0][1] if top else 0.0
-            if peak > 0:
-                exposure = {i: self.exposure.score(i, now_s) / peak for i in offers.item_ids}
-        ranked = rank_offers(offers, recent=recent, k=self.params.k, params=self.params.rank, exposure=exposure)
-        if record_exposure and self.params.rank.exposure_penalty > 0:  # counted only where it is read
-            for item in ranked:
-                self.exposure.observe(item.item_id, now_s, 1.0)
-        return ranked
+
+class Request(NamedTuple):
+    """One user's recommendation request in a batch."""
+
+    state: UserState | None
+    now_s: float
+    exclude: AbstractSet[str] = frozenset()
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A request as the batch works on it: what the user has seen, their vector queries, and
+    (after the one index call) each query's hits."""
+
+    state: UserState | None
+    now_s: float
+    seen: AbstractSet[str]
+    newest: frozenset[str]
+    queries: list[_Query]
+    positive: list[tuple[str, float]]
+    hits: list[list[Hit]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import numpy as np
 from dataclasses import replace
 
 from streams.index.memory import MemoryIndex
-from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
+from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams, Request
 from streams.records import Click
 
 DIM = 8
@@ -141,3 +141,37 @@ def test_forget_absent_items_cleans_a_restored_crowd():
     assert rec.forget_absent_items() >= 2  # co-visitation and popularity both knew it
     assert "cook-1" not in [i for i, _ in rec.trending.top(NOW + 3, 10)]
     assert rec.forget_absent_items() == 0
+
+
+def test_a_batch_ranks_every_user_as_one_request_would():
+    """recommend_batch (one index call for every user's queries, each user's own seen items
+    excluded) gives each user the list a request of their own gives."""
+    rng = np.random.default_rng(11)
+    rec = _recommender(topics=("space", "cook", "jazz", "news"), per_topic=12)
+    items = rec.catalog.ids()
+    states: dict[str, object] = {}
+    for n in range(300):
+        user = f"u{int(rng.integers(0, 25))}"
+        states[user] = rec.observe(states.get(user), _click(user, items[int(rng.integers(0, len(items)))], NOW + n))
+    users = sorted(states)
+    requests = [Request(states[u], NOW + 400, frozenset({items[0]}) if n % 3 == 0 else frozenset())
+                for n, u in enumerate(users)]
+    requests.append(Request(None, NOW + 400))  # a user never seen: trending only
+    one_by_one = [rec.recommend(r.state, r.now_s, exclude=r.exclude) for r in requests]
+    batch = rec.recommend_batch(requests)
+    assert batch == one_by_one
+    assert all(lists for lists in batch)
+    for request, ranked in zip(requests, batch, strict=True):
+        if request.state is not None:
+            assert not {r.item_id for r in ranked} & ({e.item_id for e in request.state.recent} | request.exclude)
+
+
+def test_a_batch_searches_the_index_once():
+    rec = _recommender()
+    calls = []
+    search_batch = rec.index.search_batch
+    rec.index.search_batch = lambda *a, **kw: calls.append(len(a[0])) or search_batch(*a, **kw)
+    alice = rec.observe(None, _click("alice", "space-0", NOW))
+    bob = rec.observe(None, _click("bob", "cook-0", NOW))
+    rec.recommend_batch([Request(alice, NOW + 1), Request(bob, NOW + 1), Request(None, NOW + 1)])
+    assert len(calls) == 1 and calls[0] >= 2  # both users' queries (interest + session each) in one call
