@@ -100,7 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from streams.worker import run_worker
+    from streams.stages.app import run_worker
 
     settings = _settings(args)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -142,7 +142,7 @@ def cmd_bench_restart(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
     from streams.bench.clickpath import run_clickpath_bench
 
-    return run_clickpath_bench(_settings(args), items=args.items, clicks=args.clicks,
+    return run_clickpath_bench(_settings(args), items=args.items, clicks=args.clicks, batch=args.batch,
                                progress=lambda message: log.info("%s", message))
 
 
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench.add_parser("clickpath", help="CPU per click in process (no Kafka): the index vs exact search")
     p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
     p.add_argument("--clicks", type=int, default=3_000, help="timed clicks")
+    p.add_argument("--batch", type=int, default=64, help="clicks per batch for the batched figure (default: 64)")
     _common(p)
     p.set_defaults(handler=cmd_bench_clickpath)
 

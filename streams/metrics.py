@@ -11,7 +11,7 @@ from typing import ClassVar
 from prometheus_client import Counter, Histogram
 
 
-#: Fine below DESIGN.md's 100 ms freshness target (5 ms steps), so that its p99 can be read
+#: Fine below the 100 ms freshness target (5 ms steps), so that its p99 can be read
 #: off the histogram to within a step; coarse above it.
 FRESHNESS_BUCKETS_S = (*(round(0.005 * i, 3) for i in range(1, 21)), 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -24,6 +24,7 @@ class Metrics:
     items_indexed: Counter
     forgotten: Counter
     click_seconds: Histogram
+    click_batch_size: Histogram
     item_freshness_seconds: Histogram
 
     _instance: ClassVar[Metrics | None] = None
@@ -42,6 +43,10 @@ class Metrics:
                 click_seconds=Histogram(
                     "recstream_click_seconds", "Click decode -> recommendation produced, in this worker",
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+                ),
+                click_batch_size=Histogram(
+                    "recstream_click_batch_size", "Clicks served together in one batch by the recommend stage",
+                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
                 ),
                 item_freshness_seconds=Histogram(
                     "recstream_item_freshness_seconds",

@@ -194,6 +194,11 @@ class RecommendSettings(_Section):
         0.1, ge=0, le=1,
         description="MMR trade-off: 0 = pure relevance, 1 = pure diversity (0.1 is best on ml-100k).",
     )
+    max_batch: int = Field(
+        256, ge=1,
+        description="Most clicks served as one batch: the recommend stage takes whatever is waiting, up to this, "
+                    "and never waits for more.",
+    )
 
 
 class Settings(BaseSettings):

@@ -26,7 +26,7 @@ from streams.index.base import VectorIndex
 from streams.index.factory import open_index
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
-from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
+from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams, Request
 from streams.records import Click
 from streams.settings import Settings
 
@@ -56,21 +56,26 @@ class _Run:
             index.optimize()
         self.states: dict[str, UserState] = {}
 
-    def replay(self, clicks: list[Click]) -> np.ndarray:
-        """Milliseconds per click (observe + recommend)."""
+    def replay(self, clicks: list[Click], batch: int = 1) -> np.ndarray:
+        """Milliseconds per click (observe + recommend), served ``batch`` clicks at a time as
+        the recommend stage serves them: every click observed in order, then one
+        ``recommend_batch`` for the batch's users (each ranked once, on their latest state).
+        Each click of a batch is charged the batch's time over its size."""
         out = np.empty(len(clicks))
         rec, states = self.recommender, self.states
-        for n, click in enumerate(clicks):
+        for start in range(0, len(clicks), batch):
+            chunk = clicks[start:start + batch]
             started = time.perf_counter()
-            state = rec.observe(states.get(click.user_id), click)
-            states[click.user_id] = state
-            rec.recommend(state, now_s=state.last_ts_s)
-            out[n] = (time.perf_counter() - started) * 1000.0
+            for click in chunk:
+                states[click.user_id] = rec.observe(states.get(click.user_id), click)
+            users = list(dict.fromkeys(click.user_id for click in chunk))
+            rec.recommend_batch([Request(states[u], states[u].last_ts_s) for u in users])
+            out[start:start + len(chunk)] = (time.perf_counter() - started) * 1000.0 / len(chunk)
         return out
 
 
 def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int = 3_000,
-                        baseline_clicks: int = 500,
+                        baseline_clicks: int = 500, batch: int = 64,
                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Per-click CPU time of the click path on the configured index and on exact numpy search.
 
@@ -79,6 +84,8 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
         items: synthetic items (384-d clustered vectors, as ``bench latency`` uses).
         clicks: timed clicks on the configured index (after ``WARM_UP`` untimed ones).
         baseline_clicks: timed clicks on the exact-search baseline (it is slow at 100k).
+        batch: clicks per batch for the batched figure (``batched``), timed on the same clicks
+            right after the one-at-a-time run, from the same states (a copy).
         progress: called with a line per step.
 
     Returns:
@@ -108,8 +115,13 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
             say(f"loading {items:,} items into {index.name}" + (" and building HNSW" if optimize else ""))
             run = _Run(index, vectors, ids, params, optimize)
             run.replay(warm)
-            say(f"{clicks:,} clicks on {index.name}")
+            states, crowd = dict(run.states), run.recommender.crowd()
+            say(f"{clicks:,} clicks on {index.name}, one at a time")
             ms = run.replay(timed)
+            run.states = states
+            run.recommender.restore_crowd(crowd)
+            say(f"{clicks:,} clicks on {index.name}, {batch} at a time")
+            batched_ms = run.replay(timed, batch=batch)
         finally:
             index.close()
         say(f"{baseline_clicks:,} clicks on numpy exact search (baseline)")
@@ -124,6 +136,9 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
         "index": index.name,
         "ms_per_click": _percentiles(ms),
         "clicks_s": round(1000.0 / float(ms.mean()), 1),
+        "batched": {"batch": batch, "ms_per_click": _percentiles(batched_ms),
+                    "clicks_s": round(1000.0 / float(batched_ms.mean()), 1),
+                    "speedup": round(float(ms.mean()) / float(batched_ms.mean()), 2)},
         "baseline": {"index": "numpy-exact", "clicks": len(baseline_ms), "ms_per_click": _percentiles(baseline_ms)},
         "speedup": round(float(baseline_ms.mean()) / float(same.mean()), 2),
     }

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -19,8 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.brokers import LocalBroker, free_port
 from streams.metrics import sample, scrape
@@ -122,6 +124,28 @@ class Pipeline:
 
         return asyncio.run(run())
 
+    def read_all(self, topic: str) -> list[Any]:
+        """Every message of ``topic`` up to its end offsets as of now."""
+
+        async def run() -> list[Any]:
+            consumer = AIOKafkaConsumer(**self.kafka.consumer_kwargs(), group_id=None,
+                                        auto_offset_reset="earliest", enable_auto_commit=False)
+            await consumer.start()
+            try:
+                tps = [TopicPartition(topic, p) for p in range(self.topics.partitions)]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)
+                messages: list[Any] = []
+                while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                    for batch in (await consumer.getmany(timeout_ms=500)).values():
+                        messages.extend(batch)
+                return messages
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(run())
+
     def recommendations(self, triggers: list[tuple[int, int]],
                         timeout_s: float = 30.0) -> dict[tuple[int, int], list[dict]]:
         """The recommendations whose trigger is one of ``triggers`` (each may repeat)."""
@@ -198,13 +222,17 @@ def test_every_click_gets_one_recommendation_without_seen_items(pipeline: Pipeli
     recs = pipeline.recommendations(triggers)
     assert all(len(recs[t]) == 1 for t in triggers), "exactly one recommendation per click"
     history: dict[str, list[str]] = {}
-    for (user, item), trigger in zip(clicks, triggers, strict=True):
+    for user, item in clicks:
         history.setdefault(user, []).append(item)
+    for n, ((user, _), trigger) in enumerate(zip(clicks, triggers, strict=True)):
+        # A user's clicks that land in one batch are answered from the state after the last
+        # of them: each answer excludes at least what the user had seen by its own click.
+        seen_by_then = {item for u, item in clicks[:n + 1] if u == user}
         [rec] = recs[trigger]
         assert rec["user_id"] == user and rec["model"].startswith("all-MiniLM-L6-v2@")
         ids = [i["item_id"] for i in rec["items"]]
         assert ids and len(ids) == len(set(ids)) <= 8
-        assert not set(ids) & set(history[user]), "a seen item was recommended"
+        assert not set(ids) & seen_by_then, "a seen item was recommended"
         for entry in rec["items"]:
             assert set(entry["because"]) <= set(history[user]), "reasons must be the user's own items"
             assert entry["source"] in {"interest", "session", "covisit", "trending"}
@@ -348,6 +376,131 @@ def test_two_workers_share_the_partitions(kafka_broker: LocalBroker,
         done = [first.metric("recstream_clicks_total") - before[0],
                 second.metric("recstream_clicks_total") - before[1]]
         assert sum(done) == len(users) and min(done) > 0, f"clicks per worker: {done}"
+    finally:
+        second.stop_worker()
+        first.stop_worker()
+
+
+# --------------------------------------------------------------------------- batched click path
+
+
+def _stream_clicks(pipe: Pipeline, clicks: list[tuple[str, bytes]], rate: float) -> list[tuple[int, int]]:
+    """Produce ``(user, value)`` clicks at ``rate``/s (sends not awaited one by one, as a
+    real producer batches); return each one's (partition, offset), in order."""
+
+    async def run() -> list[tuple[int, int]]:
+        producer = AIOKafkaProducer(**pipe.kafka.producer_kwargs(), acks="all")
+        await producer.start()
+        try:
+            futures = []
+            started = time.monotonic()
+            for n, (user, value) in enumerate(clicks):
+                delay = started + n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                futures.append(await producer.send(pipe.topics.clicks, value, key=user.encode()))
+            return [((meta := await f).partition, meta.offset) for f in futures]
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
+def _answers(pipe: Pipeline, sent: int, timeout_s: float = 180.0) -> tuple[dict[tuple[int, int], list[dict]],
+                                                                         dict[tuple[int, int], int]]:
+    """Every recommendation by trigger and every dead letter by source, once ``sent`` clicks
+    are all answered one way or the other."""
+    recs: dict[tuple[int, int], list[dict]] = {}
+    letters: dict[tuple[int, int], int] = {}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recs.clear()
+        letters.clear()
+        for m in pipe.read_all(pipe.topics.recommendations):
+            rec = json.loads(m.value)
+            recs.setdefault(_trigger(rec), []).append(rec)
+        for m in pipe.read_all(pipe.topics.dead_letters):
+            source = json.loads(m.value)["source"]
+            if source["topic"] == pipe.topics.clicks:
+                key = (source["partition"], source["offset"])
+                letters[key] = letters.get(key, 0) + 1
+        if len(recs) + len(letters) >= sent or time.monotonic() > deadline:
+            return recs, letters
+        time.sleep(1.0)
+
+
+def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
+                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGKILL while clicks arrive at a few hundred per second, then a restart: every valid
+    click gets at least one recommendation, every bad one a dead letter, and input =
+    recommendations + dead letters (duplicates allowed: at-least-once)."""
+    pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("killed"))
+    pipe.start_worker()
+    try:
+        items = list(_topic_items())
+        pipe.items(_topic_items())
+        rng = np.random.default_rng(5)
+        clicks: list[tuple[str, bytes]] = []
+        bad: set[int] = set()
+        for n in range(3000):
+            user = f"u{int(rng.integers(0, 60))}"
+            if n % 97 == 13:  # an item no one described: a dead letter, never a lost click
+                bad.add(n)
+                clicks.append((user, json.dumps({"user_id": user, "item_id": "no-such", "ts": NOW_S + n}).encode()))
+            else:
+                item = items[int(rng.integers(0, len(items)))]
+                clicks.append((user, json.dumps({"user_id": user, "item_id": item, "ts": NOW_S + n}).encode()))
+        killer = threading.Timer(4.0, pipe.worker.kill)
+        killer.start()
+        positions = _stream_clicks(pipe, clicks, rate=400.0)
+        killer.join()
+        pipe.worker.wait(30)
+        pipe.start_worker()
+        recs, letters = _answers(pipe, len(clicks))
+        good = [p for n, p in enumerate(positions) if n not in bad]
+        assert not [p for p in good if p not in recs], "a valid click got no recommendation"
+        assert all(p in letters for n, p in enumerate(positions) if n in bad), "a bad click got no dead letter"
+        assert set(recs) | set(letters) == set(positions), "input = recommendations + dead letters"
+        duplicates = sum(len(r) - 1 for r in recs.values())
+        print(f"{len(positions)} clicks, {duplicates} answered again after the kill")
+        batches = scrape(pipe.metrics_port)
+        served = sample(batches, "recstream_click_batch_size_sum")
+        assert served > sample(batches, "recstream_click_batch_size_count"), "the backlog was served in batches"
+    finally:
+        pipe.stop_worker()
+
+
+def test_a_second_worker_joins_mid_stream(kafka_broker: LocalBroker,
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A second worker joins while clicks flow: no click is lost, none is answered by both
+    workers, and the worker that takes a user over serves from the user's whole state (the
+    changelog hand-over): no recommendation offers an item the user clicked before."""
+    first = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("first-of-two"))
+    second_dir = tmp_path_factory.mktemp("second-of-two")
+    second = Pipeline(first.kafka, first.topics, free_port(),
+                      {**first.env, "RECSTREAM_DATA_DIR": str(second_dir)}, second_dir / "worker.log")
+    second.worker_args = ["--stages", "index,recommend", "--name", "w1"]
+    first.start_worker()
+    try:
+        items = list(_topic_items())
+        first.items(_topic_items())
+        rng = np.random.default_rng(9)
+        orders = {f"user-{u}": [items[i] for i in rng.permutation(len(items))[:12]] for u in range(40)}
+        clicks = [(user, json.dumps({"user_id": user, "item_id": order[n], "ts": NOW_S + 100 * n + u}).encode())
+                  for n in range(12) for u, (user, order) in enumerate(orders.items())]
+        joiner = threading.Timer(2.0, second.start_worker)
+        joiner.start()
+        positions = _stream_clicks(first, clicks, rate=20.0)
+        joiner.join()
+        recs, letters = _answers(first, len(clicks))
+        assert not letters and set(recs) == set(positions), "every click answered"
+        assert all(len(r) == 1 for r in recs.values()), "no click answered twice"
+        served = [first.metric("recstream_clicks_total"), second.metric("recstream_clicks_total")]
+        assert min(served) > 0, f"both workers served clicks mid-stream: {served}"
+        for n, ((user, _), position) in enumerate(zip(clicks, positions, strict=True)):
+            clicked = set(orders[user][:n // len(orders) + 1])
+            [rec] = recs[position]
+            assert not clicked & {i["item_id"] for i in rec["items"]}, f"{user} was offered an item it clicked"
     finally:
         second.stop_worker()
         first.stop_worker()

@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.settings import KafkaSettings, TopicSettings
 from streams.snapshot import Fingerprint
 from streams.topics import TOMBSTONES_KEPT_S, ensure_topics, tombstones_kept_s
-from streams.worker import _check_fingerprints
+from streams.stages.index_replica import check_fingerprints as _check_fingerprints
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

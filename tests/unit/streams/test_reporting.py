@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from streams.bench.stats import bucket_quantiles_ms, percentiles_ms
 from streams.brokers import free_port
 from streams.metrics import FRESHNESS_BUCKETS_S, histogram_buckets, sample, scrape
-from streams.worker import _observe_freshness
+from streams.stages.index_replica import observe_freshness as _observe_freshness
 
 
 def test_percentiles_of_nothing_are_json_null():

@@ -1,0 +1,65 @@
+"""What the stages of one worker process share: settings, metrics, the dead-letter topic,
+and the handles one stage gives another (the index replica to the recommend stage)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from streams.metrics import Metrics
+from streams.records import RecordLimits, dead_letter, encode_json
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.recommend import Recommender
+    from streams.stages.index_replica import IndexReplica
+
+log = logging.getLogger(__name__)
+
+
+class RecstreamApp(faust.App):
+    """A faust app that carries recstream's settings (read by :mod:`streams.transport`)."""
+
+    recstream_settings: Settings
+    recstream_context: WorkerContext
+    #: Awaited before partitions are revoked (see :mod:`streams.transport`): the stages finish
+    #: what they hold. ``None`` when no stage holds events across awaits.
+    recstream_before_revoke: Callable[[], Awaitable[None]] | None = None
+
+
+def limits_of(settings: Settings) -> RecordLimits:
+    lim = settings.limits
+    return RecordLimits(max_text_chars=lim.max_text_chars, max_id_chars=lim.max_id_chars,
+                        max_tags=lim.max_tags, max_future_s=lim.max_future_s,
+                        max_record_bytes=lim.max_record_bytes)
+
+
+@dataclass
+class WorkerContext:
+    """What the agents share inside one worker process."""
+
+    settings: Settings
+    app: RecstreamApp
+    metrics: Metrics
+    limits: RecordLimits
+    replica: IndexReplica | None = None
+    recommender: Recommender | None = None  # the recommend stage's, once it has one
+    index_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    dead_letters: Any = None
+    crowd_path: Any = None  # Path where the recommend stage keeps its crowd snapshot
+
+    def letter(self, message: Any, error: Exception) -> bytes:
+        """The dead letter for ``message`` as bytes, counted under its reason."""
+        letter = dead_letter(topic=message.topic, partition=message.partition,
+                             offset=message.offset, raw=message.value, error=error)
+        self.metrics.dead_letters.labels(topic=message.topic, reason=letter.reason or "error").inc()
+        log.debug("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+        return encode_json(letter)
+
+    async def send_dead_letter(self, message: Any, error: Exception) -> None:
+        await self.dead_letters.send(key=message.key, value=self.letter(message, error))

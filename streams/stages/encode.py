@@ -1,0 +1,55 @@
+"""Encode stage: ``items`` -> micro-batches (size or ``batch_wait_ms``, whichever first) ->
+:class:`encoders.item_encoder.ItemEncoder` -> ``item-vectors`` (deletes become tombstones)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from streams.records import ItemEvent, ItemVector, RecordDecodeError, check_key, decode_item, encode_item_vector
+from streams.stages.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def register(ctx: WorkerContext) -> None:
+    from encoders.item_encoder import ItemEncoder
+
+    settings = ctx.settings
+    encoder = ItemEncoder.load(settings.model_dir, device=settings.model.device, threads=settings.model.threads)
+    log.info("encoder %s on %s (%s)", encoder.version, encoder.provider, encoder.variant)
+    items = ctx.app.topic(settings.topics.items, key_type=bytes, value_type=bytes)
+    vectors = ctx.app.topic(settings.topics.item_vectors, key_type=bytes, value_type=bytes)
+    loop_executor = None  # default thread pool: onnxruntime releases the GIL while it runs
+
+    @ctx.app.agent(items, name="encode")
+    async def encode(stream: Any) -> None:
+        async for events in stream.take_events(settings.model.batch_size,
+                                               within=settings.model.batch_wait_ms / 1000.0):
+            # A vector message carries its item record's timestamp (when the item was described),
+            # so an index replica can time new item -> recommendable (item_freshness_seconds).
+            upserts: list[tuple[ItemEvent, float | None]] = []
+            for event in events:
+                message = event.message
+                try:
+                    item = decode_item(message.value, now_s=time.time(), limits=ctx.limits)
+                    check_key(message.key, item.item_id, "item_id")
+                except RecordDecodeError as exc:
+                    await ctx.send_dead_letter(message, exc)
+                    continue
+                if item.op == "delete":
+                    await vectors.send(key=item.item_id.encode(), value=None, timestamp=message.timestamp)
+                else:
+                    upserts.append((item, message.timestamp))
+            if not upserts:
+                continue
+            texts = [item.encoder_text() for item, _ in upserts]
+            batch = await asyncio.get_running_loop().run_in_executor(loop_executor, encoder.encode, texts)
+            ctx.metrics.items_encoded.inc(len(upserts))
+            for (item, described_s), vector in zip(upserts, batch, strict=True):
+                record = ItemVector.from_array(item_id=item.item_id, model=encoder.version, vector=vector,
+                                               title=item.title, tags=item.tags, created_at_s=item.created_at_s)
+                await vectors.send(key=item.item_id.encode(), value=encode_item_vector(record),
+                                   timestamp=described_s)

@@ -1,0 +1,317 @@
+"""Recommend stage: ``clicks`` (keyed by user_id) in natural batches -> user states ->
+:class:`~streams.recommend.Recommender` -> ``recommendations``; ``user-control`` forget.
+
+Natural batching. The stage takes whatever clicks are waiting in its queue (up to
+``recommend.max_batch``) and serves them as one batch; it never waits for more, so a lone
+click on an idle stream goes straight through and a burst is served in a few large batches.
+faust delivers a partition's messages to the queue in offset order, and a batch is applied
+in queue order, so a user's clicks (one partition: clicks are keyed by user_id) are applied
+in the order they were produced.
+
+A batch, in order:
+1. decode every click; a bad one gets its dead letter and the rest go on;
+2. load each user's state once (:class:`~streams.stages.user_states.UserStates`), apply
+   the user's clicks in order (``Recommender.observe``: a replayed click is a no-op);
+3. rank every user of the batch in one ``Recommender.recommend_batch`` (one index call for
+   all their vector queries); a user's clicks in the batch share the list ranked on the state
+   after their last click (each click still gets its own record, with its own ``trigger``);
+4. produce every recommendation and dead letter (they leave as one produce per partition);
+5. write each changed state back once (one RocksDB write batch, one changelog record per user);
+6. acknowledge the batch's clicks once their recommendations are acknowledged by the broker.
+
+At-least-once follows: faust commits only acknowledged offsets, and flushes its producer
+(the changelog) before it commits. A crash re-processes the clicks since the last commit;
+their state updates are no-ops and they are answered again (duplicates downstream are
+recognisable by ``trigger``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams import snapshot
+from streams.interest import UserState
+from streams.recommend import Recommender, RecommenderParams, Request
+from streams.records import (
+    Click,
+    DecodeReason,
+    Recommendation,
+    RecommendedItem,
+    RecordDecodeError,
+    Trigger,
+    check_key,
+    decode_click,
+    decode_control,
+    encode_json,
+)
+from streams.stages.context import WorkerContext
+from streams.stages.user_states import UserStates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _User:
+    """One user's part of a batch: their state as it goes and the clicks that moved it."""
+
+    key: bytes
+    partition: int
+    state: UserState | None
+    changed: bool = False
+    clicks: list[tuple[Any, Click]] = field(default_factory=list)  # (faust event, click)
+
+
+class RecommendStage:
+    """Serves batches of click events; owns the :class:`Recommender`."""
+
+    def __init__(self, ctx: WorkerContext, states: UserStates) -> None:
+        self.ctx = ctx
+        self.states = states
+        settings = ctx.settings
+        self.max_batch = settings.recommend.max_batch
+        self.recommendations_topic = settings.topics.recommendations
+        self.dead_letters_topic = settings.topics.dead_letters
+        self.params = RecommenderParams.from_settings(settings)
+        self.recommender: Recommender | None = None
+        self._pending: set[asyncio.Future[None]] = set()  # batches waiting for their produce acks
+        self._busy = False  # a batch is being served
+
+    # ------------------------------------------------------------------ recommender
+
+    def ensure_recommender(self) -> Recommender | None:
+        """The stage's recommender over the replica's catalogue and index, made once the index
+        exists (its first vector gives the dimension); ``None`` before that."""
+        if self.recommender is None:
+            replica = self.ctx.replica
+            if replica is None or replica.index is None:
+                return None
+            recommender = Recommender(index=replica.index, catalog=replica.catalog, params=self.params)
+            if self.ctx.crowd_path is not None:
+                _restore_crowd(recommender, self.ctx.crowd_path)
+            replica.on_delete.append(recommender.forget_items)
+            self.recommender = self.ctx.recommender = recommender
+        return self.recommender
+
+    # ------------------------------------------------------------------ batches
+
+    async def run(self, stream: Any) -> None:
+        """The agent body: natural batches from the stream's queue until cancelled.
+
+        faust's per-event stream machinery (an iterator step, an ack and a context switch per
+        event) is bypassed: the agent reads the events faust's conductor queued for it, and
+        acknowledges them itself, after their batch is served.
+        """
+        await self.ctx.index_ready.wait()
+        self.ensure_recommender()
+        queue = aiter(stream.channel).queue  # iterating the channel subscribes its topic
+        while True:
+            try:
+                batch = [await queue.get()]  # idle: wait for the next click, then serve it at once
+            except StopAsyncIteration:  # faust ends a channel's readers this way when it stops
+                return
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            self._busy = True
+            try:
+                await self.serve(batch)
+            finally:
+                self._busy = False
+
+    async def drain(self) -> None:
+        """Return once no batch is being served and every served batch is acknowledged
+        (before a rebalance hands this worker's partitions over: :mod:`streams.transport`)."""
+        while self._busy or self._pending:
+            if self._pending:
+                await asyncio.gather(*self._pending, return_exceptions=True)
+            else:
+                await asyncio.sleep(0.001)
+
+    async def serve(self, events: Sequence[Any]) -> None:
+        """Serve one batch of click events; never raises for a bad click."""
+        received_s = time.time()
+        ctx = self.ctx
+        self.ctx.metrics.click_batch_size.observe(len(events))
+        letters: list[tuple[Any, Exception]] = []
+        recommender = self.ensure_recommender()
+        clicks: list[tuple[Any, Click]] = []
+        for event in events:
+            message = event.message
+            try:
+                click = decode_click(message.value, now_s=received_s, limits=ctx.limits)
+                check_key(message.key, click.user_id, "user_id", required=True)
+                if recommender is None or click.item_id not in recommender.catalog:
+                    raise RecordDecodeError(DecodeReason.UNKNOWN_ITEM,
+                                            f"item {click.item_id!r} is not in the catalogue", field="item_id")
+            except RecordDecodeError as exc:
+                letters.append((event, exc))
+                continue
+            clicks.append((event, click))
+        users = self._apply(recommender, clicks, letters) if clicks else []
+        ranked = self._rank(recommender, users, letters) if users else []
+        acks = await self._produce(ranked, letters)
+        served = [u for u, _ in ranked]
+        self.states.write({u.key: (u.partition, u.state) for u in served if u.changed and u.state is not None})
+        clicks_out = sum(len(u.clicks) for u in served)
+        ctx.metrics.clicks.inc(clicks_out)
+        elapsed_s = time.time() - received_s
+        for _ in range(clicks_out):
+            ctx.metrics.click_seconds.observe(elapsed_s)
+        # The next batch need not wait for the broker's acknowledgements: the clicks are
+        # acknowledged to faust (made committable) when they come back.
+        task = asyncio.ensure_future(self._acknowledge(events, acks))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _apply(self, recommender: Recommender, clicks: list[tuple[Any, Click]],
+               letters: list[tuple[Any, Exception]]) -> list[_User]:
+        """Each user's clicks applied in order to their stored state (loaded once)."""
+        users: dict[bytes, _User] = {}
+        for event, click in clicks:
+            message = event.message
+            if message.key not in users:
+                users[message.key] = _User(key=message.key, partition=message.partition, state=None)
+        try:
+            stored = self.states.load((u.key, u.partition) for u in users.values())
+        except Exception:  # noqa: BLE001 - one undecodable state must not fail the batch
+            stored = self._load_each(users, letters)
+        for key, state in stored.items():
+            users[key].state = state
+        broken = {key for key in users if key not in stored}
+        for event, click in clicks:
+            user = users[event.message.key]
+            if user.key in broken:
+                continue
+            try:
+                new = recommender.observe(user.state, click)
+            except Exception as exc:  # noqa: BLE001 - a click the state cannot absorb: dead letter
+                log.exception("click at %s[%d]@%d failed", event.message.topic, event.message.partition,
+                              event.message.offset)
+                letters.append((event, exc))
+                continue
+            if new is not user.state:
+                user.state, user.changed = new, True
+            user.clicks.append((event, click))
+        return [u for u in users.values() if u.clicks]
+
+    def _load_each(self, users: dict[bytes, _User], letters: list[tuple[Any, Exception]]) -> dict[bytes, Any]:
+        """:meth:`UserStates.load` user by user, when the batch load failed: the users whose
+        state cannot be read are left out (their clicks go to dead letters)."""
+        stored: dict[bytes, Any] = {}
+        for user in users.values():
+            try:
+                stored.update(self.states.load([(user.key, user.partition)]))
+            except Exception:  # noqa: BLE001
+                log.exception("state of a user on partition %d cannot be read", user.partition)
+        return stored
+
+    def _rank(self, recommender: Recommender, users: list[_User],
+              letters: list[tuple[Any, Exception]]) -> list[tuple[_User, list[Any]]]:
+        """Every user's list in one batch; if the batch fails, user by user, so that only
+        the users whose ranking fails lose their clicks to dead letters."""
+        requests = [Request(u.state, u.state.last_ts_s if u.state is not None else time.time()) for u in users]
+        try:
+            return list(zip(users, recommender.recommend_batch(requests), strict=True))
+        except Exception:  # noqa: BLE001
+            log.exception("ranking a batch of %d users failed; ranking them one by one", len(users))
+        ranked = []
+        for user, request in zip(users, requests, strict=True):
+            try:
+                ranked.append((user, recommender.recommend_batch([request])[0]))
+            except Exception as exc:  # noqa: BLE001
+                letters.extend((event, exc) for event, _ in user.clicks)
+        return ranked
+
+    async def _produce(self, ranked: list[tuple[_User, list[Any]]],
+                       letters: list[tuple[Any, Exception]]) -> list[asyncio.Future[Any]]:
+        """Hand every recommendation and dead letter of the batch to the producer, in order;
+        return the futures of their acknowledgements. Nothing is sent until the batch yields
+        to the event loop, so they leave together: one produce request per broker."""
+        producer = self.ctx.app.producer
+        recommender = self.recommender
+        model = recommender.catalog.model_version if recommender is not None else ""
+        sends = []
+        for user, items in ranked:
+            shown = [RecommendedItem(item_id=r.item_id, score=round(float(r.score), 6), because=list(r.because),
+                                     source=r.source) for r in items]
+            generated_s = time.time()
+            for event, click in user.clicks:
+                message = event.message
+                rec = Recommendation(
+                    user_id=click.user_id, items=shown,
+                    trigger=Trigger(topic=message.topic, partition=message.partition, offset=message.offset,
+                                    ts_s=click.ts_s),
+                    model=model, generated_at_s=generated_s)
+                sends.append(await producer.send(self.recommendations_topic, message.key, encode_json(rec),
+                                                 None, None, None))
+        for event, error in letters:
+            message = event.message
+            if not isinstance(error, RecordDecodeError):
+                log.warning("click at %s[%d]@%d failed: %r", message.topic, message.partition, message.offset, error)
+            sends.append(await producer.send(self.dead_letters_topic, message.key,
+                                             self.ctx.letter(message, error), None, None, None))
+        return sends
+
+    async def _acknowledge(self, events: Sequence[Any], acks: list[asyncio.Future[Any]]) -> None:
+        results = await asyncio.gather(*acks, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # Unacknowledged clicks would hold their partitions' commits back for good; the
+            # worker stops instead and its successor re-reads them (at-least-once).
+            log.error("%d of %d records of a batch were not produced: %r", len(failed), len(results), failed[0])
+            await self.ctx.app.crash(failed[0])
+            return
+        for event in events:
+            event.ack()
+
+
+def register(ctx: WorkerContext) -> None:
+    settings = ctx.settings
+    app = ctx.app
+    topics = settings.topics
+    clicks = app.topic(topics.clicks, key_type=bytes, value_type=bytes)
+    control = app.topic(topics.user_control, key_type=bytes, value_type=bytes)
+    table = app.Table("user-state", default=None, key_type=bytes, value_type=bytes, partitions=topics.partitions)
+    stage = RecommendStage(ctx, UserStates(table))
+    app.recstream_before_revoke = stage.drain
+
+    @app.agent(clicks, name="recommend")
+    async def recommend(stream: Any) -> None:
+        await stage.run(stream)
+
+    @app.agent(control, name="user-control")
+    async def user_control(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                command = decode_control(message.value, limits=ctx.limits)
+                check_key(message.key, command.user_id, "user_id", required=True)
+            except RecordDecodeError as exc:
+                await ctx.send_dead_letter(message, exc)
+                continue
+            if command.op == "forget":
+                table.pop(message.key, None)  # deleting a key writes a changelog tombstone
+                ctx.metrics.forgotten.inc()
+                log.info("forgot user %r", command.user_id)
+
+
+def _restore_crowd(recommender: Recommender, path: Any) -> None:
+    """Take up the crowd counts this worker's last run left (see :mod:`streams.snapshot`)."""
+    state = snapshot.read_crowd(path)
+    if state is None:
+        return
+    try:
+        recommender.restore_crowd(state)
+    except ValueError as exc:
+        log.warning("crowd snapshot %s not used (%s): starting from nothing", path, exc)
+        return
+    forgotten = recommender.forget_absent_items()  # deleted while the snapshot was on disk
+    log.info("crowd restored from %s: co-visitation rows for %d items, %d trending; %d items forgotten",
+             path, len(recommender.covisit), len(recommender.trending), forgotten)
