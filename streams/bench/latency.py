@@ -7,7 +7,8 @@ returns and finds the click it answers: a recommendation names it in ``trigger``
 message in a header, a dead letter in ``source``. Latency = arrival - send, on one clock.
 
 The floor. A *bare relay* (consume -> produce, no work; the same aiokafka consumer and
-producer settings as the worker) is timed in the same run, by the same sender and
+producer settings as the worker, and batched as the worker is: whatever is waiting, one
+produce for the batch) is timed in the same run, by the same sender and
 subscriber, at the same rate and duration, before the worker starts (never concurrently:
 there are only a few cores). ``ratio_p99`` = pipeline p99 / relay p99 says what the
 worker adds over the unavoidable broker round trips.
@@ -67,7 +68,7 @@ BrokerChoice = Literal["auto", "kafka", "tansu"]
 
 #: The worker's own click time (decode -> recommendation produced), read from its metrics.
 CLICK_HISTOGRAM = "recstream_click_seconds"
-#: DESIGN.md "Targets": sustained clicks/s per worker is defined at p99 <= 50 ms.
+#: docs/architecture.md "Targets": sustained clicks/s per worker is defined at p99 <= 50 ms.
 SATURATION_P99_MS = 50.0
 #: A saturation step is void when the sender's p99 lag behind its schedule exceeds this:
 #: it could not hold the rate (on 2 cores it competes with the worker), so the step did not
@@ -109,6 +110,8 @@ class Phase:
     send_lag_ms_max: float = 0.0
     send_lag_ms_p99: float = 0.0
     first_sent_s: float = 0.0  # time.time() of the first send
+    cpu_ms_per_click: float | None = None  # the worker's (or relay's) CPU, send start -> last answer
+
 
     def summary(self) -> dict[str, Any]:
         return percentiles_ms(self.latencies_ms)
@@ -156,6 +159,13 @@ def cpu_seconds(pid: int | None) -> float | None:
 def cpu_times(pids: dict[str, int | None]) -> dict[str, float | None]:
     """CPU seconds so far of each named process (None: not running)."""
     return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def _cpu_ms_per_click(before: dict[str, float | None], after: dict[str, float | None], name: str,
+                      clicks: int) -> float | None:
+    if not clicks or before.get(name) is None or after.get(name) is None:
+        return None
+    return round((after[name] - before[name]) * 1000.0 / clicks, 3)
 
 
 def cpu_util(before: dict[str, float | None], after: dict[str, float | None], wall_s: float) -> dict[str, float]:
@@ -503,6 +513,7 @@ class BenchRun:
                 self.display.update(f"{name}: draining, {answered:,}/{len(index):,} answered")
             await asyncio.sleep(0.05)
 
+        cpu_drained = cpu_times(pids)  # every answer is in: the CPU that serving these clicks took
         ok = ~np.isnan(arrival) & ~np.isnan(generated) if pipeline else ~np.isnan(arrival)
         latencies_ms = (arrival[ok] - result.sent_s[ok]) * 1000.0
         span_s = float(np.nanmax(arrival) - result.sent_s[0]) if answered else 0.0
@@ -514,6 +525,7 @@ class BenchRun:
             send_lag_ms_p99=round(float(np.percentile(result.sent_s - result.due_s, 99)) * 1000.0, 2),
             first_sent_s=float(result.sent_s[0]),
             cpu_util=cpu_util(cpu_before, cpu_after, wall_s),
+            cpu_ms_per_click=_cpu_ms_per_click(cpu_before, cpu_drained, "worker" if pipeline else "relay", answered),
         )
         if pipeline:
             phase.to_generated_ms = (generated[ok] - result.sent_s[ok]) * 1000.0
@@ -586,7 +598,7 @@ def _phase_report(phase: Phase) -> dict[str, Any]:
         "sent": phase.sent, "latency_ms": phase.summary(), "missing": phase.missing,
         "dead_letters": phase.dead_letters, "late_sends": phase.late_sends,
         "send_lag_ms_p99": phase.send_lag_ms_p99, "send_lag_ms_max": phase.send_lag_ms_max, "throughput_clicks_s": phase.throughput_clicks_s,
-        "cpu_util": phase.cpu_util,
+        "cpu_util": phase.cpu_util, "cpu_ms_per_click": phase.cpu_ms_per_click,
     }
     if phase.to_generated_ms is not None and phase.to_generated_ms.size:
         out["send_to_generated_ms"] = percentiles_ms(phase.to_generated_ms)
@@ -802,6 +814,7 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn
                             "pipeline_dead_letters": pipeline.dead_letters,
                             "send_failures": pipeline.send_failures + relay.send_failures},
                 "late_sends": {"pipeline": pipeline.late_sends, "relay": relay.late_sends},
+                "cpu_ms_per_click": {"worker": pipeline.cpu_ms_per_click, "relay": relay.cpu_ms_per_click},
             })
             diagnostics["pipeline"] = _phase_report(pipeline)
             diagnostics["relay"] = _phase_report(relay)
@@ -874,7 +887,8 @@ async def _saturation(bench: BenchRun, topic: str, name: str, *, step_s: float, 
         steps.append({"rate": rate, "ok": ok, "verdict": verdict, "p50": s["p50"], "p99": s["p99"],
                       "max": s["max"], "missing": phase.missing, "late_sends": phase.late_sends,
                       "send_lag_ms_p99": phase.send_lag_ms_p99,
-                      "throughput_clicks_s": phase.throughput_clicks_s, "cpu_util": phase.cpu_util})
+                      "throughput_clicks_s": phase.throughput_clicks_s, "cpu_util": phase.cpu_util,
+                      "cpu_ms_per_click": phase.cpu_ms_per_click})
         bench.display.done(f"  {name} step {rate:,.0f}/s: {verdict} ({_fmt(phase)})")
         if ok:
             good = rate if good is None else max(good, rate)

@@ -32,7 +32,7 @@ import numpy as np
 ITEM_SEED = 20240501
 CLICK_SEED = 20240502
 
-#: Catalogue shape: 384 is all-MiniLM-L6-v2's dimension, the default encoder (DESIGN.md).
+#: Catalogue shape: 384 is all-MiniLM-L6-v2's dimension, the default encoder.
 DEFAULT_DIM = 384
 DEFAULT_CLUSTERS = 200
 #: Per-dimension noise around a cluster centre; at 384-d this gives a member-to-centre
@@ -137,7 +137,7 @@ def new_item_key(seed: int, k: int) -> str:
     return f"new-{seed}-{k}"
 
 
-#: Words for new items' texts: ~25 tokens each, the length DESIGN.md's encoder figures use.
+#: Words for new items' texts: ~25 tokens each, the length of the encoder figures in docs/architecture.md.
 _WORDS = ("river city night story music garden winter space ocean history family robot desert "
           "kitchen island mystery comedy travel science forest mountain train letter war dream "
           "friend summer detective painter village storm engine library").split()
@@ -224,6 +224,8 @@ def click_sender_main(conn: Any, producer_kwargs: dict[str, Any]) -> None:
 #: The relay tags each forwarded message with its source position, so the subscriber can
 #: match it to the send (the recommendation's ``trigger`` does this for the pipeline).
 RELAY_SOURCE_HEADER = "src"
+#: The relay's batch cap, as the recommend stage's default ``recommend.max_batch``.
+MAX_BATCH = 256
 
 
 async def _relay(consumer_kwargs: dict[str, Any], producer_kwargs: dict[str, Any], source: str,
@@ -243,9 +245,14 @@ async def _relay(consumer_kwargs: dict[str, Any], producer_kwargs: dict[str, Any
             await consumer.position(tp)
         await producer.partitions_for(sink)
         ready.set()
-        async for message in consumer:
-            await producer.send(sink, message.value, key=message.key,
-                                headers=[(RELAY_SOURCE_HEADER, b"%d:%d" % (message.partition, message.offset))])
+        # Batched as the worker is: whatever is waiting (never a wait when idle), one produce
+        # for all of it, acknowledgements not awaited before the next batch.
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_BATCH)
+            for messages in batches.values():
+                for message in messages:
+                    await producer.send(sink, message.value, key=message.key,
+                                        headers=[(RELAY_SOURCE_HEADER, b"%d:%d" % (message.partition, message.offset))])
     finally:
         await producer.stop()
         await consumer.stop()
