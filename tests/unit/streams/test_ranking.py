@@ -7,14 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import math
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
 from streams.ranking import (
-    Candidate,
     Offers,
     RankedItem,
     RankParams,
-    cosine_top,
     normalise_rows,
-    rank,
     rank_offers,
 )
 
@@ -22,6 +23,132 @@ DIM = 6
 E = np.eye(DIM, dtype=np.float32)
 fast = settings(max_examples=60, deadline=None)
 SOURCES = ["interest", "session", "covisit", "trending", "other"]
+
+
+# --------------------------------------------------------------------------- list-form ranking
+# Ranking over a list of per-offer candidates, the shape these tests state their cases in;
+# the product ranks columns (``rank_offers``), and ``test_rank_offers_is_rank_over_the_same_
+# evidence_as_columns`` ties the two together.
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One item offered by one generator.
+
+    Attributes:
+        item_id: the item.
+        score: the generator's own score (higher is better; any scale).
+        source: the generator (``interest``, ``session``, ``covisit``, ``trending``, ...).
+        vector: the item's embedding, shape ``(dim,)``, or None when unknown.
+        because: the generator's own reasons (e.g. the co-visited recent item).
+    """
+
+    item_id: str
+    score: float
+    source: str
+    vector: np.ndarray | None = None
+    because: tuple[str, ...] = ()
+
+
+def cosine_top(query: np.ndarray, vectors: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """The ``n`` rows of ``vectors`` most cosine-similar to ``query``.
+
+    Args:
+        query: ``(dim,)``.
+        vectors: ``(m, dim)``.
+        n: how many.
+
+    Returns:
+        ``[(row index, cosine), ...]``, cosine descending, ties by lower index.
+    """
+    if n <= 0 or len(vectors) == 0:
+        return []
+    q = normalise_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+    sims = normalise_rows(vectors) @ q
+    order = np.lexsort((np.arange(len(sims)), -sims))[:n]
+    return [(int(i), float(sims[i])) for i in order]
+
+
+def rank(
+    candidates: Sequence[Candidate],
+    *,
+    recent: Sequence[tuple[str, np.ndarray | None]],
+    k: int,
+    params: RankParams,
+    exposure: Mapping[str, float] | None = None,
+    exclude: Container[str] = frozenset(),
+) -> list[RankedItem]:
+    """Merge, score, diversify and explain candidates (:func:`rank_offers` over a list).
+
+    Args:
+        candidates: from every generator, in any order, duplicates allowed (a generator's
+            best offer of an item counts). An item's vector is that of its offer from the
+            source first by name, among the offers that carry one.
+        recent: the user's recent items as ``(item_id, vector or None)``, newest last; the
+            only ids ``because`` may contain.
+        k: how many items to return at most.
+        params: ranking knobs.
+        exposure: optional ``item_id -> exposure in [0, 1]`` for the exposure penalty.
+        exclude: item ids never to return (usually already dropped by the caller).
+
+    Returns:
+        Up to ``k`` distinct items, score descending, ties by item_id.
+    """
+    slot: dict[str, int] = {}  # item_id -> row
+    ids: list[str] = []
+    first_vector: list[np.ndarray | None] = []
+    vector_source: list[str] = []
+    reasons: dict[str, list[str]] = {}
+    source_col: dict[str, int] = {}
+    offer_row: list[int] = []
+    offer_col: list[int] = []
+    offer_score: list[float] = []
+    for c in candidates:
+        if c.item_id in exclude or not math.isfinite(c.score):
+            continue
+        row = slot.get(c.item_id)
+        if row is None:
+            row = slot[c.item_id] = len(ids)
+            ids.append(c.item_id)
+            first_vector.append(c.vector)
+            vector_source.append(c.source)
+        elif c.vector is not None and (first_vector[row] is None or c.source < vector_source[row]):
+            first_vector[row] = c.vector
+            vector_source[row] = c.source
+        offer_row.append(row)
+        offer_col.append(source_col.setdefault(c.source, len(source_col)))
+        offer_score.append(c.score)
+        if c.because:
+            r = reasons.setdefault(c.item_id, [])
+            r.extend(b for b in c.because if b not in r)
+    if not ids:
+        return []
+    matrix = np.full((len(ids), len(source_col)), -np.inf)
+    np.maximum.at(matrix, (np.array(offer_row, dtype=np.intp), np.array(offer_col, dtype=np.intp)),
+                  np.array(offer_score, dtype=np.float64))
+    matrix[np.isneginf(matrix)] = np.nan
+    vectors = [None if v is None else np.asarray(v).reshape(-1) for v in first_vector]
+    dim = _common_dim([v for v in vectors if v is not None], recent)
+    zero = np.zeros(dim, dtype=np.float32)
+    stacked = np.stack([v if v is not None and v.size == dim else zero for v in vectors]).astype(np.float32)
+    offers = Offers(item_ids=ids, vectors=stacked, sources=sorted(source_col, key=source_col.__getitem__),
+                    scores=matrix, reasons=reasons)
+    return rank_offers(offers, recent=recent, k=k, params=params, exposure=exposure)
+
+
+def _common_dim(vectors: Iterable[np.ndarray], recent: Sequence[tuple[str, np.ndarray | None]]) -> int:
+    """The dimension most vectors share (ties: larger); 0 when there are none."""
+    counts: dict[int, int] = {}
+    for v in vectors:  # already flattened
+        counts[v.size] = counts.get(v.size, 0) + 1
+    for _, v in recent:
+        if v is not None:
+            d = int(np.size(v))
+            counts[d] = counts.get(d, 0) + 1
+    if not counts:
+        return 0
+    return max(counts, key=lambda d: (counts[d], d))
+
 
 
 def test_diversity_one_prefers_a_diverse_item_over_a_near_duplicate():
