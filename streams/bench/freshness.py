@@ -1,6 +1,6 @@
 """``recstream bench freshness``: new item -> recommendable, through the real encoder.
 
-DESIGN.md's target: a new item is recommendable (its vector applied to the serving index)
+The target (docs/architecture.md): a new item is recommendable (its vector applied to the serving index)
 within 100 ms at p99. What is measured. A sender process produces new item records to
 ``items`` at a fixed rate, stamping each with ``time.time()`` just before the send. One
 worker runs every stage (``encode,index,recommend``: the encoder shares the CPU with
@@ -47,7 +47,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: DESIGN.md "Targets": new item -> recommendable, p99.
+#: docs/architecture.md "Targets": new item -> recommendable, p99.
 TARGET_P99_MS = 100.0
 FRESHNESS_HISTOGRAM = "recstream_item_freshness_seconds"
 INDEXED = "recstream_items_indexed_total"

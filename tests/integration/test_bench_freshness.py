@@ -2,7 +2,7 @@
 
 A smoke run of the real benchmark (a worker with every stage and the real encoder, the item
 sender process) on the session broker. It checks the accounting, never the figures:
-targets are measured by benchmarks, not by timed tests (DESIGN.md).
+targets are measured by benchmarks, not by timed tests (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A smoke run of the real benchmark (worker subprocess, sender and relay processes) on the
 session broker. It checks the report's shape and accounting, never the latency figures:
-targets are measured by benchmarks, not by timed tests (DESIGN.md).
+targets are measured by benchmarks, not by timed tests (docs/architecture.md).
 """
 
 from __future__ import annotations

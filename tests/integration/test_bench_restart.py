@@ -3,7 +3,7 @@
 A smoke run of the real benchmark on the session broker: user states written to the
 changelog, a worker started on an empty data dir, stopped, started again on the same one.
 It checks what each start recovered, never how long it took (targets are measured by
-benchmarks, not by timed tests; DESIGN.md).
+benchmarks, not by timed tests; docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every record type of DESIGN.md round-trips through a real broker with aiokafka."""
+"""Every record type (docs/architecture.md) round-trips through a real broker with aiokafka."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`recstream replay` moves a group's committed offsets on Apache Kafka (not Tansu: its
-ListOffsets-by-timestamp and group OffsetFetch are broken, DESIGN.md)."""
+ListOffsets-by-timestamp and group OffsetFetch are broken: docs/architecture.md)."""
 
 from __future__ import annotations
 
