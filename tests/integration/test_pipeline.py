@@ -346,14 +346,22 @@ def test_a_killed_worker_resumes_its_index_and_catches_up_on_what_came_after(pip
     assert "space-new" not in offered, "an item deleted after the last snapshot stays deleted"
 
 
+def _two_workers(broker: LocalBroker, tmp: pytest.TempPathFactory, first_dir: str,
+                 second_dir: str) -> tuple[Pipeline, Pipeline]:
+    """A worker with every stage on fresh topics, and a second one (index + recommend) in its
+    own data directory, sharing its topics and group; neither is started."""
+    first = _new_pipeline(broker, tmp.mktemp(first_dir))
+    work = tmp.mktemp(second_dir)
+    second = Pipeline(first.kafka, first.topics, free_port(), {**first.env, "RECSTREAM_DATA_DIR": str(work)},
+                      work / "worker.log")
+    second.worker_args = ["--stages", "index,recommend", "--name", "w1"]
+    return first, second
+
+
 def test_two_workers_share_the_partitions(kafka_broker: LocalBroker,
                                           tmp_path_factory: pytest.TempPathFactory) -> None:
     """A second worker (index + recommend only) rebuilds its replica and takes half the clicks."""
-    first = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("first"))
-    second_dir = tmp_path_factory.mktemp("second")
-    second = Pipeline(first.kafka, first.topics, free_port(),
-                      {**first.env, "RECSTREAM_DATA_DIR": str(second_dir)}, second_dir / "worker.log")
-    second.worker_args = ["--stages", "index,recommend", "--name", "w1"]
+    first, second = _two_workers(kafka_broker, tmp_path_factory, "first", "second")
     first.start_worker()
     try:
         first.items(_topic_items())
@@ -475,11 +483,7 @@ def test_a_second_worker_joins_mid_stream(kafka_broker: LocalBroker,
     """A second worker joins while clicks flow: no click is lost, none is answered by both
     workers, and the worker that takes a user over serves from the user's whole state (the
     changelog hand-over): no recommendation offers an item the user clicked before."""
-    first = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("first-of-two"))
-    second_dir = tmp_path_factory.mktemp("second-of-two")
-    second = Pipeline(first.kafka, first.topics, free_port(),
-                      {**first.env, "RECSTREAM_DATA_DIR": str(second_dir)}, second_dir / "worker.log")
-    second.worker_args = ["--stages", "index,recommend", "--name", "w1"]
+    first, second = _two_workers(kafka_broker, tmp_path_factory, "first-of-two", "second-of-two")
     first.start_worker()
     try:
         items = list(_topic_items())
