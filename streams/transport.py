@@ -52,20 +52,19 @@ class Consumer(faust_aiokafka.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - faust's fetcher task
-        """faust's fetch loop, delivering each fetched record without a task pair per record.
+        """faust's fetch loop, without a task pair per record while nothing is in flux.
 
         faust's own loop (``faust.transport.consumer.Consumer._drain_messages``) hands every
         record to the conductor through ``wait_first(callback(message), suspend_flow.wait())``:
         two tasks and a trip through the event loop per record. That trip lets an agent run
         after every single record, so a consumer of a busy topic never sees more than one
         event waiting: no natural batch can form, and the two tasks cost more than relaying
-        the record. Here a fetched batch is delivered in one go, raced once against the
-        consumer's flow suspension as faust races each record. While the app's flow is held (a
-        rebalance, a recovery) delivery waits, as faust's callback would; a record whose
-        partition was sought since the fetch is dropped (faust cleared the queues and sought
-        back to the committed offsets: it is read again, and delivering it stale would move the
-        read offset past what is re-read). Gaps, read offsets and ``broker_commit_every`` are
-        kept as faust keeps them.
+        the record. Here a record is handed over directly (the callback then only waits for a
+        full queue or faust's producer buffer), so a fetched batch reaches the queues in one go.
+        While a rebalance or recovery is under way, or the flow is held, each record goes
+        faust's own way instead: those are the moments when faust suspends, clears and seeks,
+        and its per-record race against the suspension is what keeps records from being lost
+        then. Gaps, read offsets and ``broker_commit_every`` are kept as faust keeps them.
         """
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
@@ -74,26 +73,9 @@ class Consumer(faust_aiokafka.Consumer):
         set_read_offset = self._read_offset.__setitem__
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
-        flowing = self.app.flow_control.is_active
-
-        async def deliver(records: list[tuple[TP, Any]], fetched: tuple[int, dict[TP, int]]) -> None:
-            for tp, message in records:
-                if not flowing():  # held for a rebalance or recovery: wait, as faust's callback would
-                    await self.app.flow_control.acquire()
-                if self._seeks != fetched[0] or self._tp_seeks.get(tp, 0) != fetched[1].get(tp, 0):
-                    continue  # its partition was sought since the fetch: it is read again from there
-                offset = message.offset
-                r_offset = get_read_offset(tp)
-                if r_offset is not None and offset < r_offset:
-                    continue  # already delivered (fetched again after a seek)
-                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                    await self._add_gap(tp, r_offset + 1, offset)
-                if commit_every is not None and self._n_acked >= commit_every:
-                    self._n_acked = 0
-                    await self.commit()
-                await callback(message)
-                set_read_offset(tp, offset)
-
+        app = self.app
+        flowing = app.flow_control.is_active
+        suspended = self.suspend_flow.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
@@ -101,15 +83,21 @@ class Consumer(faust_aiokafka.Consumer):
                 await self.sleep(0)  # as faust: getmany may not yield when records are waiting
                 if self.should_stop:
                     continue
-                records = [pair async for pair in ait]
-                # aiokafka drops what it fetched before a seek; records already handed out
-                # are stale once their partition is sought again (below, during delivery).
-                fetched = (self._seeks, dict(self._tp_seeks))
-                if records:
-                    # As faust does per record, but once per batch: a rebalance or recovery
-                    # that suspends the flow abandons what is left of the batch (faust clears
-                    # the queues and seeks back to the committed offsets, so it is read again).
-                    await self.wait_first(deliver(records, fetched), self.suspend_flow.wait())
+                async for tp, message in ait:
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue  # already delivered (fetched again after a seek)
+                    if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if app.rebalancing or suspended() or not flowing():
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    else:
+                        await callback(message)
+                    set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -121,17 +109,6 @@ class Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
-
-    _seeks = 0  # bumped by every seek of all partitions (to the committed offsets)
-    _tp_seeks: dict[TP, int] = {}  # per partition: bumped by every seek of that partition
-
-    async def perform_seek(self) -> None:
-        self._seeks += 1
-        await super().perform_seek()
-
-    async def seek(self, partition: TP, offset: int) -> None:
-        self._tp_seeks = {**self._tp_seeks, partition: self._tp_seeks.get(partition, 0) + 1}
-        await super().seek(partition, offset)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Hand revoked partitions over with every served click committed.

@@ -178,16 +178,17 @@ class RecommendStage:
             message = event.message
             if message.key not in users:
                 users[message.key] = _User(key=message.key, partition=message.partition, state=None)
+        broken: dict[bytes, Exception] = {}
         try:
             stored = self.states.load((u.key, u.partition) for u in users.values())
         except Exception:  # noqa: BLE001 - one undecodable state must not fail the batch
-            stored = self._load_each(users, letters)
+            stored = self._load_each(users, broken)
         for key, state in stored.items():
             users[key].state = state
-        broken = {key for key in users if key not in stored}
         for event, click in clicks:
             user = users[event.message.key]
             if user.key in broken:
+                letters.append((event, broken[user.key]))
                 continue
             try:
                 new = recommender.observe(user.state, click)
@@ -201,15 +202,16 @@ class RecommendStage:
             user.clicks.append((event, click))
         return [u for u in users.values() if u.clicks]
 
-    def _load_each(self, users: dict[bytes, _User], letters: list[tuple[Any, Exception]]) -> dict[bytes, Any]:
+    def _load_each(self, users: dict[bytes, _User], broken: dict[bytes, Exception]) -> dict[bytes, Any]:
         """:meth:`UserStates.load` user by user, when the batch load failed: the users whose
-        state cannot be read are left out (their clicks go to dead letters)."""
+        state cannot be read go into ``broken`` with the error (their clicks get dead letters)."""
         stored: dict[bytes, Any] = {}
         for user in users.values():
             try:
                 stored.update(self.states.load([(user.key, user.partition)]))
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 log.exception("state of a user on partition %d cannot be read", user.partition)
+                broken[user.key] = exc
         return stored
 
     def _rank(self, recommender: Recommender, users: list[_User],

@@ -22,8 +22,10 @@ def test_small_clickpath_bench_reports_both_indexes(tmp_path: Path) -> None:
                                  progress=steps.append)
     assert report["items"] == 3000 and report["clicks"] == 120 and report["index"] == "qdrant-edge"
     assert report["baseline"] == {**report["baseline"], "index": "numpy-exact", "clicks": 50}
-    for summary in (report["ms_per_click"], report["baseline"]["ms_per_click"]):
+    batched = report["batched"]
+    assert batched["batch"] == 64 and batched["speedup"] > 0 and batched["clicks_s"] > 0
+    for summary in (report["ms_per_click"], report["baseline"]["ms_per_click"], batched["ms_per_click"]):
         assert set(summary) == {"mean", "p50", "p99"}
         assert all(math.isfinite(v) and v > 0 for v in summary.values())
     assert report["speedup"] > 0 and report["clicks_s"] > 0
-    assert len(steps) == 3
+    assert len(steps) == 4  # load, one at a time, batched, baseline
