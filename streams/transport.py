@@ -5,7 +5,10 @@ quiet partition every fetch then waits up to 1.5 s, which is the latency floor o
 whole pipeline. This transport is registered under the ``faust.transports`` entry point
 as ``recstream://`` (see pyproject.toml); its consumer thread applies
 ``Settings.kafka.fetch_max_wait_ms`` and its producer merges ``Settings.kafka.producer_extra``.
-No site-packages are edited.
+Its consumer also delivers fetched records without faust's per-record task pair (so natural
+batches can form, see ``Consumer._drain_messages``) and commits what the stages served before
+a rebalance takes partitions away (``Consumer.on_partitions_revoked``). No site-packages are
+edited.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Any, ClassVar, Mapping
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from streams.settings import KafkaSettings
