@@ -138,7 +138,7 @@ class RecommendStage:
         """Serve one batch of click events; never raises for a bad click."""
         received_s = time.time()
         ctx = self.ctx
-        self.ctx.metrics.click_batch_size.observe(len(events))
+        ctx.metrics.click_batch_size.observe(len(events))
         letters: list[tuple[Any, Exception]] = []
         recommender = self.ensure_recommender()
         clicks: list[tuple[Any, Click]] = []
@@ -253,10 +253,8 @@ class RecommendStage:
                     model=model, generated_at_s=generated_s)
                 sends.append(await producer.send(self.recommendations_topic, message.key, encode_json(rec),
                                                  None, None, None))
-        for event, error in letters:
+        for event, error in letters:  # errors other than bad records were logged where they arose
             message = event.message
-            if not isinstance(error, RecordDecodeError):
-                log.warning("click at %s[%d]@%d failed: %r", message.topic, message.partition, message.offset, error)
             sends.append(await producer.send(self.dead_letters_topic, message.key,
                                              self.ctx.letter(message, error), None, None, None))
         return sends
