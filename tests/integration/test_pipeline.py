@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import sys
@@ -307,6 +308,46 @@ def test_bad_input_goes_to_dead_letters_and_the_worker_keeps_going(pipeline: Pip
     # input = output + dead letters, for the bad clicks: none of them produced a recommendation
     recs = pipeline.read(pipeline.topics.recommendations, lambda ms: True)
     assert not {_trigger(json.loads(m.value)) for m in recs} & set(bad_positions)
+
+
+CODECS = ("gzip", "snappy", "lz4", "zstd")
+
+
+def _kcat(pipeline: Pipeline, topic: str, codec: str, lines: list[str]) -> None:
+    """Produce ``key<TAB>value`` lines with kcat (librdkafka: a client no one here wrote)."""
+    subprocess.run(["kcat", "-P", "-b", pipeline.kafka.bootstrap_servers, "-t", topic, "-K", "\t",
+                    "-z", codec, "-X", "linger.ms=50"],
+                   input="\n".join(lines).encode() + b"\n", check=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None and not os.environ.get("CI"),
+                    reason="kcat (Debian package kcat) is not installed; .ci/run installs it")
+def test_every_compression_codec_of_a_foreign_client_is_read(pipeline: Pipeline) -> None:
+    """Production producers compress (librdkafka and the Java client alike): items, clicks and
+    user-control records in gzip, snappy, lz4 and zstd batches are all served, none lost."""
+    indexed = pipeline.metric("recstream_items_indexed_total")
+    forgotten = pipeline.metric("recstream_users_forgotten_total")
+    for codec in CODECS:
+        _kcat(pipeline, pipeline.topics.items, codec,
+              [f"{codec}-item\t" + json.dumps({"item_id": f"{codec}-item", "title": f"A {codec} jazz record"})])
+    pipeline.wait_for(lambda: pipeline.metric("recstream_items_indexed_total") >= indexed + len(CODECS),
+                      what="items from every codec indexed", timeout_s=60)
+    for n, codec in enumerate(CODECS):
+        user = f"codec-{codec}"
+        _kcat(pipeline, pipeline.topics.clicks, codec,
+              [f"{user}\t" + json.dumps({"user_id": user, "item_id": item, "ts": NOW_S + 450 + n})
+               for item in (f"{codec}-item", "jazz-0", "jazz-1")])
+        _kcat(pipeline, pipeline.topics.user_control, codec,
+              [f"gone-{codec}\t" + json.dumps({"user_id": f"gone-{codec}", "op": "forget"})])
+    users = {f"codec-{codec}" for codec in CODECS}
+    triggers = [(m.partition, m.offset) for m in pipeline.read_all(pipeline.topics.clicks)
+                if m.key is not None and m.key.decode() in users]
+    assert len(triggers) == 3 * len(CODECS)
+    recs = pipeline.recommendations(triggers)
+    assert all(recs[t] for t in triggers), "every compressed click was answered"
+    pipeline.wait_for(lambda: pipeline.metric("recstream_users_forgotten_total") >= forgotten + len(CODECS),
+                      what="forgets from every codec applied", timeout_s=60)
+    assert pipeline.worker is not None and pipeline.worker.poll() is None, "the worker is alive"
 
 
 def test_a_restarted_worker_reopens_its_state(pipeline: Pipeline) -> None:
