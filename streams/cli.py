@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default="encode,index,recommend",
                    help="comma-separated stages to run in this worker")
     p.add_argument("--name", default="w0", help="worker name: keeps its local state dir across restarts")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics (Prometheus), /healthz (alive) and /readyz (index caught up, group joined) on this port")
     _common(p, json_flag=False)
     p.set_defaults(handler=cmd_worker)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from streams.metrics import Metrics
+from streams.stages.endpoints import Health
 from streams.records import RecordLimits, dead_letter, encode_json
 from streams.settings import Settings
 
@@ -52,6 +53,12 @@ class WorkerContext:
     index_ready: asyncio.Event = field(default_factory=asyncio.Event)
     dead_letters: Any = None
     crowd_path: Any = None  # Path where the recommend stage keeps its crowd snapshot
+    health: Health = field(default_factory=Health)  # what /healthz and /readyz answer
+
+    def mark_index_ready(self) -> None:
+        """The replica has caught up: the recommend stage may serve, the worker may be ready."""
+        self.index_ready.set()
+        self.health.index_caught_up = True
 
     def letter(self, message: Any, error: Exception) -> bytes:
         """The dead letter for ``message`` as bytes, counted under its reason."""

@@ -179,7 +179,7 @@ class IndexReplica:
             self.save()
         except Exception:  # noqa: BLE001 - serving matters more; the next start reads more from Kafka
             log.exception("could not write the replica snapshot")
-        self.ctx.index_ready.set()
+        self.ctx.mark_index_ready()
         return count
 
     async def follow(self) -> None:
@@ -192,7 +192,7 @@ class IndexReplica:
                 await self._read(consumer, self.ctx.send_dead_letter)
                 if not self.ctx.index_ready.is_set() and all(
                         self.positions.get(tp.partition, 0) >= offset for tp, offset in end.items()):
-                    self.ctx.index_ready.set()
+                    self.ctx.mark_index_ready()
         finally:
             await consumer.stop()
 

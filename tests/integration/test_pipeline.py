@@ -16,6 +16,8 @@ import subprocess
 import threading
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -164,6 +166,16 @@ class Pipeline:
 
     def metric(self, name: str) -> float:
         return sample(scrape(self.metrics_port, timeout_s=1.0), name)
+
+    def probe(self, path: str) -> tuple[int, dict]:
+        """(HTTP status, JSON body) of a worker endpoint; (0, {}) while nothing listens."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2.0) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+        except OSError:
+            return 0, {}
 
     @staticmethod
     def wait_for(condition: Callable[[], bool], *, what: str, timeout_s: float = 120.0) -> None:
@@ -387,6 +399,16 @@ def test_a_killed_worker_resumes_its_index_and_catches_up_on_what_came_after(pip
     assert "space-new" not in offered, "an item deleted after the last snapshot stays deleted"
 
 
+def test_the_worker_answers_its_probes(pipeline: Pipeline) -> None:
+    status, body = pipeline.probe("/healthz")
+    assert status == 200 and body["alive"]
+    assert body["loop_stalled_s"] is not None and body["loop_stalled_s"] < 5, "the event loop's heartbeat beats"
+    status, body = pipeline.probe("/readyz")
+    assert status == 200 and body["index"] == "caught_up" and body["group"] == "joined"
+    assert body["assigned_partitions"] > 0
+    assert pipeline.probe("/nope")[0] == 404, "only /metrics, /healthz and /readyz are served"
+
+
 def _two_workers(broker: LocalBroker, tmp: pytest.TempPathFactory, first_dir: str,
                  second_dir: str) -> tuple[Pipeline, Pipeline]:
     """A worker with every stage on fresh topics, and a second one (index + recommend) in its
@@ -407,6 +429,16 @@ def test_two_workers_share_the_partitions(kafka_broker: LocalBroker,
     try:
         first.items(_topic_items())
         second.start_worker()
+        # /readyz: 503 (or nothing listening yet) until its replica holds every item and it
+        # has joined the group, then 200.
+        seen: list[int] = []
+        while (status := second.probe("/readyz")[0]) != 200:
+            seen.append(status)
+            assert len(seen) < 600, f"the second worker never became ready: {set(seen)}"
+            time.sleep(0.2)
+        assert set(seen) <= {0, 503}
+        assert second.metric("recstream_items_indexed_total") >= len(_topic_items()), "ready before caught up"
+        assert second.probe("/healthz")[0] == 200
         users = [f"user-{n}" for n in range(12)]  # keys spread over both partitions
         deadline = time.monotonic() + 120
         while second.metric("recstream_clicks_total") == 0:  # the group has rebalanced onto both
