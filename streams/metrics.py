@@ -8,7 +8,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import ClassVar
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 
 #: Fine below the 100 ms freshness target (5 ms steps), so that its p99 can be read
@@ -23,6 +23,7 @@ class Metrics:
     items_encoded: Counter
     items_indexed: Counter
     forgotten: Counter
+    index_items: Gauge
     click_seconds: Histogram
     click_batch_size: Histogram
     item_freshness_seconds: Histogram
@@ -40,6 +41,7 @@ class Metrics:
                 items_encoded=Counter("recstream_items_encoded", "Items embedded by the encoder"),
                 items_indexed=Counter("recstream_items_indexed", "Item vectors applied to the index"),
                 forgotten=Counter("recstream_users_forgotten", "Users whose state was deleted"),
+                index_items=Gauge("recstream_index_items", "Items in this worker's catalogue and vector index"),
                 click_seconds=Histogram(
                     "recstream_click_seconds", "Click decode -> recommendation produced, in this worker",
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),

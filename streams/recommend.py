@@ -158,6 +158,18 @@ def event_weight(click: Click) -> float:
     return click.weight if click.weight is not None else EVENT_WEIGHTS[click.event]
 
 
+class CrowdEvent(msgspec.Struct, frozen=True, array_like=True):
+    """What one click teaches the crowd, without the user: the clicked item, its time and
+    strength, and the user's recent positive items before it (``(item_id, ts_s)``, newest
+    last). Workers share these (:mod:`streams.stages.crowd`), so each ranks with the counts
+    of every worker's clicks; :meth:`Recommender.learn` applies one."""
+
+    item_id: str
+    ts_s: float
+    weight: float
+    previous: list[tuple[str, float]] | None  # None: the user's first click (no co-visits counted)
+
+
 class CrowdState(msgspec.Struct, frozen=True):
     """What a recommender learned from everyone's clicks (no user ids in it): the co-visitation
     and co-like counts, popularity and exposure, as plain data for a worker's snapshot."""
@@ -231,8 +243,10 @@ class Recommender:
 
     # ------------------------------------------------------------------ users
 
-    def observe(self, state: UserState | None, click: Click) -> UserState:
-        """Apply a click to the user's state and to the crowd's aggregates."""
+    def observe(self, state: UserState | None, click: Click,
+                learned: list[CrowdEvent] | None = None) -> UserState:
+        """Apply a click to the user's state and to the crowd's aggregates; what the crowd
+        learned from it is also appended to ``learned`` (for other workers), when given."""
         weight = event_weight(click)
         new = update_interest(
             state, user_id=click.user_id, item_id=click.item_id,
@@ -241,13 +255,20 @@ class Recommender:
         )
         if new is state or weight <= 0:  # a replayed click (at-least-once) counts once
             return new
-        self.trending.observe(click.item_id, click.ts_s, weight)
-        if state is not None:
-            previous = recent_positive(state)  # the items before this click
-            self.covisit.observe(previous, click.item_id, click.ts_s)
-            if self.colike is not None:
-                self.colike.observe(previous, click.item_id, click.ts_s)
+        # the items before this click
+        event = CrowdEvent(click.item_id, click.ts_s, weight, recent_positive(state) if state is not None else None)
+        self.learn(event)
+        if learned is not None:
+            learned.append(event)
         return new
+
+    def learn(self, event: CrowdEvent) -> None:
+        """Count one click in the crowd's aggregates (this worker's or another's)."""
+        self.trending.observe(event.item_id, event.ts_s, event.weight)
+        if event.previous is not None:
+            self.covisit.observe(event.previous, event.item_id, event.ts_s)
+            if self.colike is not None:
+                self.colike.observe(event.previous, event.item_id, event.ts_s)
 
     def candidates(self, state: UserState | None, now_s: float, *,
                    exclude: AbstractSet[str] = frozenset()) -> Offers:

@@ -33,6 +33,7 @@ class DecodeReason(str, enum.Enum):
 
     NOT_UTF8 = "not_utf8"
     NOT_JSON = "not_json"
+    NOT_MSGPACK = "not_msgpack"
     NOT_OBJECT = "not_object"
     MISSING_FIELD = "missing_field"
     EMPTY_ID = "empty_id"

@@ -103,8 +103,26 @@ class TopicSettings(_Section):
     item_vectors: str = Field("item-vectors", description="Encoded item vectors (compacted).")
     recommendations: str = Field("recommendations", description="Output topic.")
     dead_letters: str = Field("dead-letters", description="Bad input with its reason.")
+    crowd: str = Field(
+        "crowd",
+        description="What every recommend worker's clicks teach the crowd (co-visitation, co-likes, trending), "
+                    "without user ids; every recommend worker reads all of it.",
+    )
+    crowd_retention_s: float = Field(
+        7 * 86_400.0, gt=0,
+        description="How long the crowd topic keeps its records: a worker started on an empty data dir learns "
+                    "the crowd from this much of the past (a restarted one from its snapshot on).",
+    )
     partitions: int = Field(4, ge=1, description="Partitions for topics recstream creates.")
     replication_factor: int = Field(1, ge=1, description="Replication for topics recstream creates.")
+
+    @classmethod
+    def named(cls, pattern: str, **values: Any) -> TopicSettings:
+        """Every topic renamed by ``pattern`` (``"{name}-x1"``: ``clicks-x1``, ...): fresh topics
+        for a test or a benchmark run, never another run's records."""
+        names = {name: pattern.format(name=field.default) for name, field in cls.model_fields.items()
+                 if isinstance(field.default, str)}
+        return cls(**(names | values))
 
     def all_names(self) -> tuple[str, ...]:
         return (
@@ -114,6 +132,7 @@ class TopicSettings(_Section):
             self.item_vectors,
             self.recommendations,
             self.dead_letters,
+            self.crowd,
         )
 
 
@@ -193,6 +212,11 @@ class RecommendSettings(_Section):
     diversity: float = Field(
         0.1, ge=0, le=1,
         description="MMR trade-off: 0 = pure relevance, 1 = pure diversity (0.1 is best on ml-100k).",
+    )
+    share_crowd: bool = Field(
+        True,
+        description="Publish what this worker's clicks teach the crowd (co-visitation, co-likes, trending) on the "
+                    "crowd topic and learn the other workers': every worker ranks with the counts of all clicks.",
     )
     max_batch: int = Field(
         256, ge=1,

@@ -153,9 +153,27 @@ def read(path: Path) -> ReplicaSnapshot | None:
     return snapshot
 
 
-def read_crowd(path: Path) -> CrowdState | None:
-    """The crowd snapshot at ``path``; ``None`` when there is none or it is unreadable (logged)."""
-    return _decode(path, CrowdState)
+class CrowdSnapshot(msgspec.Struct, frozen=True):
+    """The crowd and how far this worker had read the ``crowd`` topic (partition -> next
+    offset): a restart learns only what other workers taught after it."""
+
+    crowd: CrowdState
+    topic: str = ""
+    positions: dict[int, int] = {}
+
+
+def read_crowd(path: Path) -> CrowdSnapshot | None:
+    """The crowd snapshot at ``path``; ``None`` when there is none or it is unreadable (logged).
+    A snapshot of a worker that did not share its crowd yet (a bare crowd) reads with no positions."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return _decode(path, CrowdSnapshot)  # logs what is wrong, when something is
+    try:
+        return msgspec.msgpack.decode(raw, type=CrowdSnapshot)
+    except msgspec.DecodeError:
+        bare = _decode(path, CrowdState)
+        return None if bare is None else CrowdSnapshot(crowd=bare)
 
 
 def usable(snapshot: ReplicaSnapshot, *, topic: str, begin_offsets: Mapping[int, int],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -27,7 +29,9 @@ def topic_specs(topics: TopicSettings) -> list[NewTopic]:
             name=name,
             num_partitions=topics.partitions,
             replication_factor=topics.replication_factor,
-            topic_configs=compacted if name == topics.item_vectors else {},
+            topic_configs=(compacted if name == topics.item_vectors else
+                           {"retention.ms": str(int(topics.crowd_retention_s * 1000))} if name == topics.crowd
+                           else {}),
         ))
     return specs
 
@@ -68,3 +72,20 @@ async def tombstones_kept_s(kafka: KafkaSettings, topic: str) -> float:
     finally:
         await admin.close()
     return 86_400.0
+
+
+async def wait_for_partitions(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[int]:
+    """The topic's partition ids, once it exists (a consumer's own metadata only covers the
+    topics it subscribed to, so ask the admin API)."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            [described] = await admin.describe_topics([topic])
+            if described.get("error_code", 0) == 0 and described.get("partitions"):
+                return sorted(p["partition"] for p in described["partitions"])
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"topic {topic!r} does not exist after {timeout_s:.0f} s; `recstream worker` creates it")

@@ -47,8 +47,4 @@ def kafka_settings(kafka_broker: LocalBroker) -> KafkaSettings:
 def topic_settings() -> TopicSettings:
     """Fresh topic names per test, so tests never see each other's records."""
     suffix = uuid.uuid4().hex[:8]
-    return TopicSettings(
-        items=f"items-{suffix}", clicks=f"clicks-{suffix}", user_control=f"user-control-{suffix}",
-        item_vectors=f"item-vectors-{suffix}", recommendations=f"recommendations-{suffix}",
-        dead_letters=f"dead-letters-{suffix}", partitions=2,
-    )
+    return TopicSettings.named(f"{{name}}-{suffix}", partitions=2)

@@ -225,12 +225,8 @@ class BenchRun:
         self.work_dir = work_dir
         suffix = uuid.uuid4().hex[:8]
         self.suffix = suffix
-        self.topics = TopicSettings(
-            items=f"bench-{suffix}-items", clicks=f"bench-{suffix}-clicks",
-            user_control=f"bench-{suffix}-user-control", item_vectors=f"bench-{suffix}-item-vectors",
-            recommendations=f"bench-{suffix}-recommendations", dead_letters=f"bench-{suffix}-dead-letters",
-            partitions=partitions, replication_factor=settings.topics.replication_factor,
-        )
+        self.topics = TopicSettings.named(f"bench-{suffix}-{{name}}", partitions=partitions,
+                                          replication_factor=settings.topics.replication_factor)
         self.relay_in = f"bench-{suffix}-relay-in"
         self.relay_out = f"bench-{suffix}-relay-out"
         self.app_id = f"recstream-bench-{suffix}"

@@ -89,8 +89,7 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
     if "index" in stages or "recommend" in stages:
         index_replica.register(ctx)
     if "recommend" in stages:
-        ctx.crowd_path = snapshot.crowd_path(datadir)
-        recommend.register(ctx)
+        recommend.register(ctx, crowd_path=snapshot.crowd_path(datadir), worker_name=worker_name)
     return app
 
 
@@ -136,6 +135,8 @@ def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_nam
         endpoints.serve(ctx.health, metrics_port)
     if ctx.replica is not None:
         asyncio.run(ctx.replica.catch_up())  # before joining the group: serve only a complete index
+    if ctx.crowd is not None:
+        asyncio.run(ctx.crowd.catch_up())  # ... ranked with the whole crowd
     try:
         Worker(app, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
                override_logging=False).execute_from_commandline()
@@ -150,9 +151,9 @@ def _save_snapshots(ctx: WorkerContext) -> None:
     try:
         if ctx.replica is not None:
             ctx.replica.save()
-        if ctx.crowd_path is not None and ctx.recommender is not None:
+        if ctx.crowd is not None and ctx.recommender is not None:
             began = time.monotonic()
-            snapshot.write(ctx.crowd_path, ctx.recommender.crowd())
-            log.info("crowd snapshot written to %s in %.1f s", ctx.crowd_path, time.monotonic() - began)
+            ctx.crowd.save(ctx.recommender)
+            log.info("crowd snapshot written to %s in %.1f s", ctx.crowd.path, time.monotonic() - began)
     except Exception:  # noqa: BLE001 - the next start rebuilds from the topics instead
         log.exception("could not write the shutdown snapshots; the next start reads more from Kafka")

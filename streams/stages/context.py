@@ -4,8 +4,9 @@ and the handles one stage gives another (the index replica to the recommend stag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,9 @@ from streams.settings import Settings
 
 if TYPE_CHECKING:
     from streams.recommend import Recommender
+    from streams.stages.crowd import CrowdShare
     from streams.stages.index_replica import IndexReplica
+    from streams.stages.recommend import RecommendStage
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,10 @@ class WorkerContext:
     limits: RecordLimits
     replica: IndexReplica | None = None
     recommender: Recommender | None = None  # the recommend stage's, once it has one
+    recommend_stage: RecommendStage | None = None
+    crowd: CrowdShare | None = None  # the recommend stage's link to the crowd topic
     index_ready: asyncio.Event = field(default_factory=asyncio.Event)
     dead_letters: Any = None
-    crowd_path: Any = None  # Path where the recommend stage keeps its crowd snapshot
     health: Health = field(default_factory=Health)  # what /healthz and /readyz answer
 
     def mark_index_ready(self) -> None:
@@ -70,3 +74,21 @@ class WorkerContext:
 
     async def send_dead_letter(self, message: Any, error: Exception) -> None:
         await self.dead_letters.send(key=message.key, value=self.letter(message, error))
+
+    @contextlib.asynccontextmanager
+    async def direct_dead_letters(self) -> AsyncIterator[Callable[[Any, Exception], Awaitable[None]]]:
+        """A dead-letter sender for work done before the faust app runs (the catch-ups), on a
+        producer of its own."""
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(**self.settings.kafka.producer_kwargs())
+        await producer.start()
+
+        async def send(message: Any, error: Exception) -> None:
+            await producer.send_and_wait(self.settings.topics.dead_letters, self.letter(message, error),
+                                         key=message.key)
+
+        try:
+            yield send
+        finally:
+            await producer.stop()

@@ -25,6 +25,7 @@ from streams.recommend import ItemCatalog, ItemInfo
 from streams.records import RecordDecodeError, decode_item_vector
 from streams.settings import Settings
 from streams.stages.context import WorkerContext
+from streams.topics import wait_for_partitions
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class IndexReplica:
     async def _consumer(self) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
         settings = self.ctx.settings
         topic = settings.topics.item_vectors
-        partitions = await _wait_for_partitions(settings, topic)
+        partitions = await wait_for_partitions(settings.kafka, topic)
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest")
@@ -147,28 +148,19 @@ class IndexReplica:
     async def catch_up(self) -> int:
         """Apply every vector up to the current end offsets (from the snapshot's, when it can
         be resumed), build the ANN index if large, and snapshot the replica."""
-        from aiokafka import AIOKafkaProducer
-
-        settings = self.ctx.settings
         consumer, tps = await self._consumer()
-        producer = AIOKafkaProducer(**settings.kafka.producer_kwargs())
-        await producer.start()
-
-        async def send_dead_letter(message: Any, error: Exception) -> None:
-            await producer.send_and_wait(settings.topics.dead_letters, self.ctx.letter(message, error),
-                                         key=message.key)
-
         try:
-            end = await consumer.end_offsets(tps)
-            started = time.monotonic()
-            await self.resume(consumer, tps)
-            while any(self.positions.get(tp.partition, 0) < offset for tp, offset in end.items()):
-                await self._read(consumer, send_dead_letter)
+            async with self.ctx.direct_dead_letters() as send_dead_letter:
+                end = await consumer.end_offsets(tps)
+                started = time.monotonic()
+                await self.resume(consumer, tps)
+                while any(self.positions.get(tp.partition, 0) < offset for tp, offset in end.items()):
+                    await self._read(consumer, send_dead_letter)
         finally:
             await consumer.stop()
-            await producer.stop()
         count = len(self.catalog)
         log.info("index replica caught up: %d items in %.1f s", count, time.monotonic() - started)
+        settings = self.ctx.settings
         if self.index is not None and count >= settings.index.optimize_min_items:
             log.info("building the ANN index over %d items (index.optimize_min_items=%d)...",
                      count, settings.index.optimize_min_items)
@@ -240,6 +232,7 @@ class IndexReplica:
                 self.catalog.remove(item_id)
             for hook in self.on_delete:
                 hook(deletes)
+        self.ctx.metrics.index_items.set(len(self.catalog))
         return bad
 
 
@@ -286,22 +279,3 @@ def register(ctx: WorkerContext) -> None:
             # Without its index the worker cannot serve: fail loudly so it is restarted.
             log.exception("index replica failed; stopping the worker")
             await ctx.app.crash(RuntimeError("index replica failed"))
-
-
-async def _wait_for_partitions(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[int]:
-    """The topic's partition ids, once it exists (the consumer's own metadata only covers
-    topics it subscribed to, so ask the admin API)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(**settings.kafka.client_kwargs())
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            [described] = await admin.describe_topics([topic])
-            if described.get("error_code", 0) == 0 and described.get("partitions"):
-                return sorted(p["partition"] for p in described["partitions"])
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
-    raise RuntimeError(f"topic {topic!r} does not exist after {timeout_s:.0f} s; `recstream worker` creates it")

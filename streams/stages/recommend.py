@@ -32,11 +32,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from streams import snapshot
 from streams.interest import UserState
-from streams.recommend import Recommender, RecommenderParams, Request
+from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request
 from streams.records import (
     Click,
     DecodeReason,
@@ -50,6 +50,7 @@ from streams.records import (
     encode_json,
 )
 from streams.stages.context import WorkerContext
+from streams.stages.crowd import CrowdShare
 from streams.stages.user_states import UserStates
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ class RecommendStage:
             if replica is None or replica.index is None:
                 return None
             recommender = Recommender(index=replica.index, catalog=replica.catalog, params=self.params)
-            if self.ctx.crowd_path is not None:
-                _restore_crowd(recommender, self.ctx.crowd_path)
+            if self.ctx.crowd is not None:
+                self.ctx.crowd.restore(recommender)
             replica.on_delete.append(recommender.forget_items)
             self.recommender = self.ctx.recommender = recommender
         return self.recommender
@@ -154,9 +155,12 @@ class RecommendStage:
                 letters.append((event, exc))
                 continue
             clicks.append((event, click))
-        users = self._apply(recommender, clicks, letters) if clicks else []
+        learned: list[CrowdEvent] = []
+        users = self._apply(recommender, clicks, letters, learned) if clicks else []
         ranked = self._rank(recommender, users, letters) if users else []
         acks = await self._produce(ranked, letters)
+        if ctx.crowd is not None:
+            acks += await ctx.crowd.publish(ctx.app.producer, learned)
         served = [u for u, _ in ranked]
         self.states.write({u.key: (u.partition, u.state) for u in served if u.changed and u.state is not None})
         clicks_out = sum(len(u.clicks) for u in served)
@@ -171,8 +175,9 @@ class RecommendStage:
         task.add_done_callback(self._pending.discard)
 
     def _apply(self, recommender: Recommender, clicks: list[tuple[Any, Click]],
-               letters: list[tuple[Any, Exception]]) -> list[_User]:
-        """Each user's clicks applied in order to their stored state (loaded once)."""
+               letters: list[tuple[Any, Exception]], learned: list[CrowdEvent]) -> list[_User]:
+        """Each user's clicks applied in order to their stored state (loaded once); what the
+        crowd learned from them goes to ``learned``."""
         users: dict[bytes, _User] = {}
         for event, click in clicks:
             message = event.message
@@ -191,7 +196,7 @@ class RecommendStage:
                 letters.append((event, broken[user.key]))
                 continue
             try:
-                new = recommender.observe(user.state, click)
+                new = recommender.observe(user.state, click, learned)
             except Exception as exc:  # noqa: BLE001 - a click the state cannot absorb: dead letter
                 log.exception("click at %s[%d]@%d failed", event.message.topic, event.message.partition,
                               event.message.offset)
@@ -272,15 +277,20 @@ class RecommendStage:
             event.ack()
 
 
-def register(ctx: WorkerContext) -> None:
+def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
     settings = ctx.settings
     app = ctx.app
     topics = settings.topics
     clicks = app.topic(topics.clicks, key_type=bytes, value_type=bytes)
     control = app.topic(topics.user_control, key_type=bytes, value_type=bytes)
     table = app.Table("user-state", default=None, key_type=bytes, value_type=bytes, partitions=topics.partitions)
-    stage = RecommendStage(ctx, UserStates(table))
+    stage = ctx.recommend_stage = RecommendStage(ctx, UserStates(table))
+    crowd = ctx.crowd = CrowdShare(ctx, crowd_path, worker_name=worker_name)
     app.recstream_before_revoke = stage.drain
+
+    @app.task
+    async def crowd_follow() -> None:
+        await crowd.follow()
 
     @app.agent(clicks, name="recommend")
     async def recommend(stream: Any) -> None:
@@ -300,18 +310,3 @@ def register(ctx: WorkerContext) -> None:
                 table.pop(message.key, None)  # deleting a key writes a changelog tombstone
                 ctx.metrics.forgotten.inc()
                 log.info("forgot user %r", command.user_id)
-
-
-def _restore_crowd(recommender: Recommender, path: Any) -> None:
-    """Take up the crowd counts this worker's last run left (see :mod:`streams.snapshot`)."""
-    state = snapshot.read_crowd(path)
-    if state is None:
-        return
-    try:
-        recommender.restore_crowd(state)
-    except ValueError as exc:
-        log.warning("crowd snapshot %s not used (%s): starting from nothing", path, exc)
-        return
-    forgotten = recommender.forget_absent_items()  # deleted while the snapshot was on disk
-    log.info("crowd restored from %s: co-visitation rows for %d items, %d trending; %d items forgotten",
-             path, len(recommender.covisit), len(recommender.trending), forgotten)

@@ -195,10 +195,7 @@ def _new_pipeline(broker: LocalBroker, work: Path, *, partitions: int = 2) -> Pi
     """Fresh topics and a worker environment (the worker is not started)."""
     model_dir = ensure_model(Settings())  # the real default encoder, exported once and cached
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicSettings(items=f"items-{suffix}", clicks=f"clicks-{suffix}",
-                           user_control=f"user-control-{suffix}", item_vectors=f"item-vectors-{suffix}",
-                           recommendations=f"recommendations-{suffix}", dead_letters=f"dead-letters-{suffix}",
-                           partitions=partitions)
+    topics = TopicSettings.named(f"{{name}}-{suffix}", partitions=partitions)
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
     asyncio.run(ensure_topics(kafka, topics))
     metrics_port = free_port()
@@ -581,3 +578,66 @@ def test_a_second_worker_joins_mid_stream(kafka_broker: LocalBroker,
     finally:
         second.stop_worker()
         first.stop_worker()
+
+
+# --------------------------------------------------------------------------- the crowd, shared
+
+
+def _covisit_rows(pipe: Pipeline, worker: str, items: list[str]) -> dict[str, dict[str, float]]:
+    """Each item's co-visitation neighbours, from the crowd snapshot a stopped worker left."""
+    from streams import snapshot
+    from streams.covisit import CovisitCounts
+    from streams.recommend import RecommenderParams
+
+    snap = snapshot.read_crowd(snapshot.crowd_path(Path(pipe.env["RECSTREAM_DATA_DIR"]) / "workers" / worker))
+    assert snap is not None, f"{worker} left no crowd snapshot"
+    counts = CovisitCounts.from_state(snap.crowd.covisit, RecommenderParams().covisit)
+    return {item: dict(counts.neighbours(item, NOW_S + 10_000, 50)) for item in items}
+
+
+def test_two_workers_rank_with_the_crowd_of_all_clicks(kafka_broker: LocalBroker,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same clicks through one worker and through two that each serve half of the users
+    give every worker the same co-visitation neighbours: the crowd travels on its topic."""
+    items = list(_topic_items())
+    rng = np.random.default_rng(11)
+    orders = {f"user-{u}": [items[i] for i in rng.permutation(len(items))[:6]] for u in range(16)}
+    clicks = [(user, json.dumps({"user_id": user, "item_id": order[n], "ts": NOW_S + 100 * n + u}).encode())
+              for n in range(6) for u, (user, order) in enumerate(orders.items())]
+
+    single = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("crowd-single"))
+    single.start_worker()
+    try:
+        single.items(_topic_items())
+        _answers(single, len(_stream_clicks(single, clicks, rate=100.0)))
+    finally:
+        single.stop_worker()
+    reference = _covisit_rows(single, "w0", items)
+    assert sum(len(row) for row in reference.values()) > 50
+
+    first, second = _two_workers(kafka_broker, tmp_path_factory, "crowd-first", "crowd-second")
+    first.start_worker()
+    try:
+        first.items(_topic_items())
+        second.start_worker()
+        deadline = time.monotonic() + 120
+        probes = 0
+        while second.metric("recstream_clicks_total") == 0:  # one click per probe user: no co-visits
+            assert time.monotonic() < deadline, "the second worker never got a partition"
+            for _ in range(8):
+                first.click(f"probe-{probes}", "jazz-5", NOW_S)
+                probes += 1
+            time.sleep(1.0)
+        before = second.metric("recstream_clicks_total")
+        _answers(first, probes + len(_stream_clicks(first, clicks, rate=100.0)))
+        assert second.metric("recstream_clicks_total") > before, "the second worker served some of the users"
+        assert first.metric("recstream_clicks_total") > probes, "the first worker served some of the users"
+        time.sleep(1.0)  # the last lessons cross the crowd topic
+    finally:
+        second.stop_worker()
+        first.stop_worker()
+    for worker, pipe in (("w0", first), ("w1", second)):
+        rows = _covisit_rows(pipe, worker, items)
+        for item in items:
+            assert rows[item].keys() == reference[item].keys(), f"{worker}: neighbours of {item}"
+            assert np.allclose([rows[item][n] for n in reference[item]], list(reference[item].values()))
