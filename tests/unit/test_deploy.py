@@ -10,6 +10,7 @@ what the workers create.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -164,8 +165,22 @@ def test_kubernetes_overlay_matches_the_code(overlay: str) -> None:
 # --------------------------------------------------------------------------- compose
 
 
-def _compose() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+def _compose(*files: str) -> dict[str, Any]:
+    """The compose files merged and validated by docker-compose (``config``: no engine needed;
+    Debian's package, which .ci/run installs), or parsed as YAML where it is missing."""
+    files = files or ("compose.yaml",)
+    if shutil.which("docker-compose") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI validates deploy/compose.yaml with docker-compose, but it is missing")
+        merged: dict[str, Any] = yaml.safe_load((DEPLOY / files[0]).read_text())
+        for extra in files[1:]:  # enough for the GPU override: one service, new keys
+            for name, service in yaml.safe_load((DEPLOY / extra).read_text())["services"].items():
+                merged["services"][name] = {**merged["services"][name], **service}
+        return merged
+    out = subprocess.run(["docker-compose", *[a for f in files for a in ("-f", str(DEPLOY / f))], "config"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"docker-compose rejects {files}: {out.stderr}"
+    return yaml.safe_load(out.stdout)
 
 
 def test_compose_runs_the_workers_the_code_knows() -> None:
@@ -190,9 +205,13 @@ def test_compose_runs_the_workers_the_code_knows() -> None:
     assert {f"{name}:{port}" for name, port in ports.items()} <= targets, "Prometheus scrapes every worker"
     assert {t.split(":")[0] for t in targets} <= services.keys()
 
-    gpu = yaml.safe_load((DEPLOY / "compose.gpu.yaml").read_text())["services"]
-    assert gpu.keys() <= {n for n in workers if "encode" in _worker_args(workers[n]["command"], n).stages}
-    assert gpu["encode"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    gpu = _compose("compose.yaml", "compose.gpu.yaml")["services"]
+    encoders = {n for n in workers if "encode" in _worker_args(workers[n]["command"], n).stages}
+    reserved = {n for n, s in gpu.items() if s.get("deploy", {}).get("resources", {}).get("reservations")}
+    assert reserved == encoders, "with the GPU override, exactly the encode workers reserve a GPU"
+    [device] = gpu["encode"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"]
+    _check_env({k: str(v) for k, v in gpu["encode"]["environment"].items()}, "encode (GPU)")
 
 
 def test_the_dashboard_reads_metrics_the_workers_export() -> None:
