@@ -81,6 +81,8 @@ class RecommendStage:
         self.recommender: Recommender | None = None
         self._pending: set[asyncio.Future[None]] = set()  # batches waiting for their produce acks
         self._busy = False  # a batch is being served
+        #: (topic, partition) -> the last offset served since partitions were last assigned
+        self._served: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ recommender
 
@@ -122,7 +124,7 @@ class RecommendStage:
                     break
             self._busy = True
             try:
-                await self.serve(batch)
+                await self.serve(self._fresh(batch))
             finally:
                 self._busy = False
 
@@ -134,9 +136,34 @@ class RecommendStage:
                 await asyncio.gather(*self._pending, return_exceptions=True)
             else:
                 await asyncio.sleep(0.001)
+        self._served.clear()  # every partition is revoked; what comes next is read from the commits
+
+    def _fresh(self, events: Sequence[Any]) -> list[Any]:
+        """The events not served before in this assignment.
+
+        After a rebalance faust seeks to the committed offsets, and its fetch loop lets the
+        last record it had delivered before the seek through a second time (it keeps the
+        last offset delivered, but the seek stores the next one to read, and it admits
+        ``offset >= read_offset``). That click was answered already: it is dropped here, and
+        marked acknowledged so that faust does not wait for it, without acknowledging its
+        offset (the first delivery does that once its recommendation is on the broker)."""
+        served = self._served
+        fresh = []
+        for event in events:
+            message = event.message
+            tp = (message.topic, message.partition)
+            if message.offset <= served.get(tp, -1):
+                message.acked = True
+                log.debug("click %s[%d]@%d delivered again: already answered", *tp, message.offset)
+                continue
+            served[tp] = message.offset
+            fresh.append(event)
+        return fresh
 
     async def serve(self, events: Sequence[Any]) -> None:
         """Serve one batch of click events; never raises for a bad click."""
+        if not events:
+            return
         received_s = time.time()
         ctx = self.ctx
         ctx.metrics.click_batch_size.observe(len(events))
