@@ -32,8 +32,10 @@ class DecodeReason(str, enum.Enum):
     """Why a record was rejected. The value is the stable code put in dead letters."""
 
     NOT_UTF8 = "not_utf8"
+    NULL_VALUE = "null_value"
     NOT_JSON = "not_json"
     NOT_MSGPACK = "not_msgpack"
+    TOO_DEEP = "too_deep"
     NOT_OBJECT = "not_object"
     MISSING_FIELD = "missing_field"
     EMPTY_ID = "empty_id"
@@ -117,15 +119,24 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
     offset: int
 
 
+#: A dead letter carries at most this much of its record (a dead letter that carried a
+#: whole oversize record would itself be over the producer's limit).
+DEAD_LETTER_RAW_BYTES = 4_096
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """``dead-letters`` topic. ``reason`` and ``field`` extend the dead-letter contract so that
-    operators can count by cause without parsing ``error``."""
+    operators can count by cause without parsing ``error``. ``raw`` is the record's value as
+    text, cut at ``DEAD_LETTER_RAW_BYTES`` (``size`` is the whole value's length in bytes,
+    None for a null value)."""
 
     source: SourceRef
     error: str
     raw: str
     reason: str | None = None
     field: str | None = None
+    size: int | None = None
+    truncated: bool = False
 
 
 class RecommendedItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,9 +223,12 @@ def _diagnose(raw: bytes, exc: msgspec.DecodeError) -> RecordDecodeError:
         return RecordDecodeError(DecodeReason.NOT_UTF8, f"invalid UTF-8 at byte {e.start}")
     try:
         value = _any_json.decode(raw)
+    except RecursionError:
+        return _too_deep()
     except msgspec.DecodeError as e:
         if "Number out of range" in str(e):  # 1e999: valid JSON grammar, not a finite float
-            return RecordDecodeError(DecodeReason.NON_FINITE, str(e))
+            path = _PATH.search(str(exc))  # the typed decoder names the field; the untyped one cannot
+            return RecordDecodeError(DecodeReason.NON_FINITE, str(exc), field=path.group(1) if path else None)
         return RecordDecodeError(DecodeReason.NOT_JSON, str(e))
     if not isinstance(value, dict):
         return RecordDecodeError(DecodeReason.NOT_OBJECT, f"expected a JSON object, got {type(value).__name__}")
@@ -230,13 +244,22 @@ def _diagnose(raw: bytes, exc: msgspec.DecodeError) -> RecordDecodeError:
     return RecordDecodeError(DecodeReason.WRONG_TYPE, message, field=field)
 
 
-def _decode(raw: bytes, record_type: type[R], limits: RecordLimits) -> R:
+def _too_deep() -> RecordDecodeError:
+    return RecordDecodeError(DecodeReason.TOO_DEEP, "JSON nested deeper than the decoder's recursion limit")
+
+
+def _decode(raw: bytes | None, record_type: type[R], limits: RecordLimits) -> R:
+    if raw is None:
+        raise RecordDecodeError(DecodeReason.NULL_VALUE, "the record has no value (null); "
+                                "items are deleted with {\"op\": \"delete\"}")
     if len(raw) > limits.max_record_bytes:
         raise RecordDecodeError(
             DecodeReason.OVERSIZE, f"{len(raw)} bytes > limit {limits.max_record_bytes}"
         )
     try:
         return _decoder(record_type).decode(raw)
+    except RecursionError:  # msgspec refuses nesting past Python's recursion limit this way
+        raise _too_deep() from None
     except UnicodeDecodeError as exc:  # msgspec raises it for bad UTF-8 inside a string
         raise RecordDecodeError(DecodeReason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
     except msgspec.ValidationError as exc:
@@ -353,15 +376,23 @@ def encode_item_vector(record: ItemVector) -> bytes:
     return _msgpack_encoder.encode(record)
 
 
+def reason_of(error: Exception) -> str:
+    """A dead letter's reason code: the decode reason, else the error's class."""
+    return error.reason.value if isinstance(error, RecordDecodeError) else type(error).__name__
+
+
 def dead_letter(*, topic: str, partition: int, offset: int, raw: bytes | None,
                 error: Exception) -> DeadLetter:
     """Build the dead letter for a record that failed with ``error``."""
-    reason = error.reason.value if isinstance(error, RecordDecodeError) else type(error).__name__
+    reason = reason_of(error)
     field = error.field if isinstance(error, RecordDecodeError) else None
+    value = raw or b""
     return DeadLetter(
         source=SourceRef(topic=topic, partition=partition, offset=offset),
-        error=str(error),
-        raw=(raw or b"").decode("utf-8", errors="backslashreplace"),
+        error=str(error)[:DEAD_LETTER_RAW_BYTES],
+        raw=value[:DEAD_LETTER_RAW_BYTES].decode("utf-8", errors="backslashreplace"),
         reason=reason,
         field=field,
+        size=None if raw is None else len(raw),
+        truncated=len(value) > DEAD_LETTER_RAW_BYTES,
     )

@@ -5,8 +5,8 @@ offset), so a re-emitted one is recognisably the same click's; and a click still
 user's recent window is a no-op for the state (``update_interest`` is idempotent on
 replays). Clicks older than that window would be counted twice, which is what
 ``--rebuild-state`` is for: it empties the user-state changelog (DeleteRecords up to its
-end) and removes this machine's local table stores and crowd snapshots, so the replayed
-clicks rebuild every state, and the crowd counts, from scratch. With ``--to-timestamp`` the
+end) and the ``crowd`` topic, and removes this machine's local table stores and crowd
+snapshots, so the replayed clicks rebuild every state, and the crowd counts, from scratch. With ``--to-timestamp`` the
 rebuilt state holds only what happened since that time.
 
 Offsets can only be moved while the group has no members: stop the workers first.
@@ -129,21 +129,29 @@ async def run_replay(settings: Settings, group: str, *, to_timestamp_s: float | 
 
 
 async def _empty_changelog(admin: AIOKafkaAdminClient, settings: Settings, group: str) -> dict[str, Any]:
+    """Empty the user-state changelog and the crowd topic (the lessons of the clicks about to
+    be replayed: kept, a worker would learn them twice), and the local stores."""
     topic = changelog_topic(group)
     existing = set(await admin.list_topics())
-    deleted = 0
-    if topic in existing:
-        tps = await _partitions(admin, [topic])
-        consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None)
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
-        await admin.delete_records({tp: RecordsToDelete(before_offset=end) for tp, end in ends.items()})
-        deleted = sum(ends.values())
+    deleted = await _empty(admin, settings, topic) if topic in existing else 0
+    crowd = settings.topics.crowd
+    crowd_deleted = await _empty(admin, settings, crowd) if crowd in existing else 0
     removed = _remove_local_stores(settings.data_dir, group)
-    return {"changelog": topic, "changelog_records_before": deleted, "local_stores_removed": removed}
+    return {"changelog": topic, "changelog_records_before": deleted, "crowd_records_before": crowd_deleted,
+            "local_stores_removed": removed}
+
+
+async def _empty(admin: AIOKafkaAdminClient, settings: Settings, topic: str) -> int:
+    """DeleteRecords up to each partition's end; return how many offsets that covered."""
+    tps = await _partitions(admin, [topic])
+    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    await admin.delete_records({tp: RecordsToDelete(before_offset=end) for tp, end in ends.items()})
+    return sum(ends.values())
 
 
 def _remove_local_stores(data_dir: Path, group: str) -> list[str]:

@@ -14,7 +14,7 @@ import faust
 
 from streams.metrics import Metrics
 from streams.stages.endpoints import Health
-from streams.records import RecordLimits, dead_letter, encode_json
+from streams.records import RecordLimits, dead_letter, encode_json, reason_of
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,15 +65,25 @@ class WorkerContext:
         self.health.index_caught_up = True
 
     def letter(self, message: Any, error: Exception) -> bytes:
-        """The dead letter for ``message`` as bytes, counted under its reason."""
+        """The dead letter for ``message`` as bytes (count it with :meth:`count_letter` once
+        the broker has it)."""
         letter = dead_letter(topic=message.topic, partition=message.partition,
                              offset=message.offset, raw=message.value, error=error)
-        self.metrics.dead_letters.labels(topic=message.topic, reason=letter.reason or "error").inc()
         log.debug("dead letter from %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
         return encode_json(letter)
 
+    def count_letter(self, topic: str, error: Exception) -> None:
+        self.metrics.dead_letters.labels(topic=topic, reason=reason_of(error)).inc()
+
     async def send_dead_letter(self, message: Any, error: Exception) -> None:
-        await self.dead_letters.send(key=message.key, value=self.letter(message, error))
+        """Send the dead letter (it is counted when the broker acknowledges it)."""
+        sent = await self.dead_letters.send(key=message.key, value=self.letter(message, error))
+
+        def count(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.count_letter(message.topic, error)
+
+        sent.add_done_callback(count)
 
     @contextlib.asynccontextmanager
     async def direct_dead_letters(self) -> AsyncIterator[Callable[[Any, Exception], Awaitable[None]]]:
@@ -87,6 +97,7 @@ class WorkerContext:
         async def send(message: Any, error: Exception) -> None:
             await producer.send_and_wait(self.settings.topics.dead_letters, self.letter(message, error),
                                          key=message.key)
+            self.count_letter(message.topic, error)
 
         try:
             yield send

@@ -30,26 +30,50 @@ def register(ctx: WorkerContext) -> None:
                                                within=settings.model.batch_wait_ms / 1000.0):
             # A vector message carries its item record's timestamp (when the item was described),
             # so an index replica can time new item -> recommendable (item_freshness_seconds).
-            upserts: list[tuple[ItemEvent, float | None]] = []
+            upserts: list[tuple[ItemEvent, float | None, Any]] = []
             for event in events:
                 message = event.message
                 try:
                     item = decode_item(message.value, now_s=time.time(), limits=ctx.limits)
                     check_key(message.key, item.item_id, "item_id")
-                except RecordDecodeError as exc:
+                except Exception as exc:  # noqa: BLE001 - a bad record is a dead letter, never a crash
+                    if not isinstance(exc, RecordDecodeError):
+                        log.exception("item record at %s[%d]@%d could not be read", message.topic,
+                                      message.partition, message.offset)
                     await ctx.send_dead_letter(message, exc)
                     continue
                 if item.op == "delete":
                     await vectors.send(key=item.item_id.encode(), value=None, timestamp=message.timestamp)
                 else:
-                    upserts.append((item, message.timestamp))
+                    upserts.append((item, message.timestamp, message))
             if not upserts:
                 continue
-            texts = [item.encoder_text() for item, _ in upserts]
-            batch = await asyncio.get_running_loop().run_in_executor(loop_executor, encoder.encode, texts)
-            ctx.metrics.items_encoded.inc(len(upserts))
-            for (item, described_s), vector in zip(upserts, batch, strict=True):
+            encoded = await _encode(encoder, upserts, loop_executor)
+            ctx.metrics.items_encoded.inc(sum(not isinstance(v, Exception) for v in encoded))
+            for (item, described_s, message), vector in zip(upserts, encoded, strict=True):
+                if isinstance(vector, Exception):
+                    await ctx.send_dead_letter(message, vector)
+                    continue
                 record = ItemVector.from_array(item_id=item.item_id, model=encoder.version, vector=vector,
                                                title=item.title, tags=item.tags, created_at_s=item.created_at_s)
                 await vectors.send(key=item.item_id.encode(), value=encode_item_vector(record),
                                    timestamp=described_s)
+
+
+async def _encode(encoder: Any, upserts: list[tuple[ItemEvent, float | None, Any]],
+                  executor: Any) -> list[Any]:
+    """Each item's vector, in order; where the batch cannot be encoded, item by item, so that
+    only an item the encoder fails on gets an error (its dead letter) in place of a vector."""
+    run = asyncio.get_running_loop().run_in_executor
+    texts = [item.encoder_text() for item, _, _ in upserts]
+    try:
+        return list(await run(executor, encoder.encode, texts))
+    except Exception:  # noqa: BLE001
+        log.exception("encoding a batch of %d items failed; encoding them one by one", len(texts))
+    out: list[Any] = []
+    for text in texts:
+        try:
+            out.append((await run(executor, encoder.encode, [text]))[0])
+        except Exception as exc:  # noqa: BLE001
+            out.append(exc)
+    return out

@@ -181,6 +181,11 @@ class RecommendStage:
             except RecordDecodeError as exc:
                 letters.append((event, exc))
                 continue
+            except Exception as exc:  # noqa: BLE001 - a record no rule foresaw: its dead letter, not a crash
+                log.exception("click at %s[%d]@%d could not be read", message.topic, message.partition,
+                              message.offset)
+                letters.append((event, exc))
+                continue
             clicks.append((event, click))
         learned: list[CrowdEvent] = []
         users = self._apply(recommender, clicks, letters, learned) if clicks else []
@@ -197,7 +202,7 @@ class RecommendStage:
             ctx.metrics.click_seconds.observe(elapsed_s)
         # The next batch need not wait for the broker's acknowledgements: the clicks are
         # acknowledged to faust (made committable) when they come back.
-        task = asyncio.ensure_future(self._acknowledge(events, acks))
+        task = asyncio.ensure_future(self._acknowledge(events, acks, letters))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -291,7 +296,8 @@ class RecommendStage:
                                              self.ctx.letter(message, error), None, None, None))
         return sends
 
-    async def _acknowledge(self, events: Sequence[Any], acks: list[asyncio.Future[Any]]) -> None:
+    async def _acknowledge(self, events: Sequence[Any], acks: list[asyncio.Future[Any]],
+                           letters: list[tuple[Any, Exception]]) -> None:
         results = await asyncio.gather(*acks, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -300,6 +306,8 @@ class RecommendStage:
             log.error("%d of %d records of a batch were not produced: %r", len(failed), len(results), failed[0])
             await self.ctx.app.crash(failed[0])
             return
+        for event, error in letters:
+            self.ctx.count_letter(event.message.topic, error)
         for event in events:
             event.ack()
 
@@ -330,7 +338,10 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
             try:
                 command = decode_control(message.value, limits=ctx.limits)
                 check_key(message.key, command.user_id, "user_id", required=True)
-            except RecordDecodeError as exc:
+            except Exception as exc:  # noqa: BLE001 - a bad record is a dead letter, never a crash
+                if not isinstance(exc, RecordDecodeError):
+                    log.exception("user-control record at %s[%d]@%d could not be read", message.topic,
+                                  message.partition, message.offset)
                 await ctx.send_dead_letter(message, exc)
                 continue
             if command.op == "forget":

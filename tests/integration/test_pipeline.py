@@ -78,11 +78,12 @@ class Pipeline:
             print(self.log_path.read_text()[-5000:])
         self.worker = None
 
-    def produce(self, topic: str, records: list[tuple[bytes | None, bytes]]) -> list[tuple[int, int]]:
+    def produce(self, topic: str, records: list[tuple[bytes | None, bytes | None]],
+                **options: Any) -> list[tuple[int, int]]:
         """Send records in order; return their (partition, offset)."""
 
         async def run() -> list[tuple[int, int]]:
-            producer = AIOKafkaProducer(**self.kafka.producer_kwargs(), acks="all")
+            producer = AIOKafkaProducer(**{**self.kafka.producer_kwargs(), **options}, acks="all")
             await producer.start()
             try:
                 out = []
@@ -317,6 +318,66 @@ def test_bad_input_goes_to_dead_letters_and_the_worker_keeps_going(pipeline: Pip
     # input = output + dead letters, for the bad clicks: none of them produced a recommendation
     recs = pipeline.read(pipeline.topics.recommendations, lambda ms: True)
     assert not {_trigger(json.loads(m.value)) for m in recs} & set(bad_positions)
+
+
+POISON = {  # reason -> value: records a careless producer sends
+    "null_value": None,
+    "too_deep": b"[" * 100_000 + b"]" * 100_000,
+    "oversize": b'{"title": "' + b"x" * 5_000_000 + b'"}',  # 5 MB; gzip makes it a small batch the broker takes
+    "not_json": b"\x00\x01 binary",
+}
+
+
+def test_poison_records_on_every_topic_are_dead_letters_and_take_nothing_down(pipeline: Pipeline) -> None:
+    """Each poison kind on each input topic, between valid records: every valid record is
+    served, every poison one is a dead letter with its reason, and nothing else happens."""
+    topics = pipeline.topics
+    valid = {
+        topics.items: lambda n: (f"poison-item-{n}".encode(),
+                                 json.dumps({"item_id": f"poison-item-{n}", "title": f"Jazz record {n}"}).encode()),
+        topics.clicks: lambda n: (b"poison-user", json.dumps({"user_id": "poison-user", "item_id": f"jazz-{n}",
+                                                             "ts": NOW_S + 700 + n}).encode()),
+        topics.user_control: lambda n: (f"poison-gone-{n}".encode(),
+                                        json.dumps({"user_id": f"poison-gone-{n}", "op": "forget"}).encode()),
+    }
+    indexed = pipeline.metric("recstream_items_indexed_total")
+    forgotten = pipeline.metric("recstream_users_forgotten_total")
+    expected: dict[tuple[str, int, int], str] = {}
+    good: dict[str, list[tuple[int, int]]] = {}
+    for topic, make in valid.items():
+        records: list[tuple[bytes | None, bytes | None]] = []
+        for n, value in enumerate(POISON.values()):
+            records += [make(n), (make(n)[0], value)]
+        records.append(make(len(POISON)))
+        positions = pipeline.produce(topic, records, compression_type="gzip", max_request_size=8_000_000)
+        good[topic] = positions[0::2]
+        for (partition, offset), reason in zip(positions[1::2], POISON, strict=True):
+            expected[(topic, partition, offset)] = reason
+
+    def source(letter: dict) -> tuple[str, int, int]:
+        return letter["source"]["topic"], letter["source"]["partition"], letter["source"]["offset"]
+
+    messages = pipeline.read(topics.dead_letters, lambda ms: set(expected) <= {source(json.loads(m.value)) for m in ms})
+    letters = {source(json.loads(m.value)): json.loads(m.value) for m in messages}
+    for where, reason in expected.items():
+        assert letters[where]["reason"] == reason, (where, letters[where])
+        if reason == "oversize":
+            assert letters[where]["size"] > 5_000_000 and letters[where]["truncated"]
+            assert len(letters[where]["raw"]) <= 4096
+    # every valid record was served: clicks answered, items indexed, users forgotten
+    recs = pipeline.recommendations(good[topics.clicks])
+    assert all(len(recs[t]) == 1 for t in good[topics.clicks])
+    pipeline.wait_for(lambda: pipeline.metric("recstream_items_indexed_total") >= indexed + len(good[topics.items]),
+                      what="the valid items indexed", timeout_s=60)
+    pipeline.wait_for(lambda: pipeline.metric("recstream_users_forgotten_total")
+                      >= forgotten + len(good[topics.user_control]), what="the valid forgets applied", timeout_s=60)
+    # input = output + dead letters: no poison record produced anything but its letter
+    answered = {_trigger(json.loads(m.value)) for m in pipeline.read_all(topics.recommendations)}
+    assert not answered & {(p, o) for (t, p, o) in expected if t == topics.clicks}
+    vectors = {m.key for m in pipeline.read_all(topics.item_vectors)}
+    assert {f"poison-item-{n}".encode() for n in range(len(POISON) + 1)} <= vectors
+    assert pipeline.worker is not None and pipeline.worker.poll() is None, "the worker is alive"
+    assert pipeline.metric("recstream_items_indexed_total") == indexed + len(good[topics.items])
 
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")

@@ -29,6 +29,8 @@ async def _setup(kafka: KafkaSettings, topics: TopicSettings, group: str) -> Non
             await producer.send_and_wait(topics.clicks, b"{}", key=b"u", partition=0, timestamp_ms=BASE_MS + n * 1000)
         for n in range(5):
             await producer.send_and_wait(changelog_topic(group), b"state", key=f"u{n}".encode(), partition=0)
+        for n in range(3):
+            await producer.send_and_wait(topics.crowd, b"lessons", key=b"w0", partition=0)
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=group, enable_auto_commit=False)
@@ -78,11 +80,14 @@ def test_replay_to_timestamp_dry_run_then_earliest_with_state_rebuild(
         report = await run_replay(settings, group, to_timestamp_s=None, rebuild_state=True, dry_run=False)
         assert await _committed(kafka_settings, group, tp) == 0
         assert report["state"]["changelog_records_before"] == 5 and not store.exists()
+        assert report["state"]["crowd_records_before"] == 3
         consumer = AIOKafkaConsumer(**kafka_settings.consumer_kwargs(), group_id=None)
         await consumer.start()
         try:
             ctp = TopicPartition(changelog_topic(group), 0)
             assert (await consumer.beginning_offsets([ctp]))[ctp] == 5  # emptied up to its end
+            crowd = TopicPartition(topic_settings.crowd, 0)
+            assert (await consumer.beginning_offsets([crowd]))[crowd] == 3  # the old lessons are gone
         finally:
             await consumer.stop()
 

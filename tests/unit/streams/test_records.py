@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.records import (
+    DEAD_LETTER_RAW_BYTES,
     Click,
     DecodeReason,
     ItemVector,
@@ -57,7 +58,7 @@ def reason_of(fn, raw: bytes, **kw) -> tuple[DecodeReason, str | None]:
         (b'{"user_id": 7, "item_id": "i", "ts": 1}', DecodeReason.WRONG_TYPE, "user_id"),
         (b'{"user_id": "u", "item_id": "i", "ts": "1"}', DecodeReason.WRONG_TYPE, "ts"),
         (b'{"user_id": "u", "item_id": "i", "ts": 1, "weight": "x"}', DecodeReason.WRONG_TYPE, "weight"),
-        (b'{"user_id": "u", "item_id": "i", "ts": 1e999}', DecodeReason.NON_FINITE, None),
+        (b'{"user_id": "u", "item_id": "i", "ts": 1e999}', DecodeReason.NON_FINITE, "ts"),
         (b'{"user_id": "u", "item_id": "i", "ts": -5}', DecodeReason.BAD_TIMESTAMP, "ts"),
         (b'{"user_id": "u", "item_id": "i", "ts": 1700000000000}', DecodeReason.FUTURE_TIMESTAMP, "ts"),
         (b'{"user_id": "u", "item_id": "i", "ts": 1, "event": "zap"}', DecodeReason.UNKNOWN_EVENT, "event"),
@@ -153,6 +154,40 @@ def test_dead_letter_carries_source_reason_and_raw() -> None:
     # undecodable bytes survive as escapes, never crash the dead-letter path
     letter = dead_letter(topic="t", partition=0, offset=0, raw=b"\xff", error=ValueError("x"))
     assert letter.raw == "\\xff" and letter.reason == "ValueError"
+
+
+POISON = {
+    "null_value": None,
+    "too_deep": b"[" * 100_000 + b"]" * 100_000,
+    "oversize": b'{"user_id": "' + b"x" * 2_000_000 + b'"}',
+    "non_finite": None,  # per topic, below
+}
+NON_FINITE = {"items": b'{"item_id": "i", "title": "t", "created_at": 1e999}',
+              "clicks": b'{"user_id": "u", "item_id": "i", "ts": 1e999}'}
+
+
+@pytest.mark.parametrize("kind", POISON)
+@pytest.mark.parametrize("topic", ["items", "clicks", "user-control"])
+def test_poison_records_get_a_precise_reason_on_every_topic(kind: str, topic: str) -> None:
+    decode = {"items": lambda r: decode_item(r, now_s=NOW_S), "clicks": lambda r: decode_click(r, now_s=NOW_S),
+              "user-control": lambda r: decode_control(r)}[topic]
+    raw = POISON[kind] if kind != "non_finite" else NON_FINITE.get(topic)
+    if kind == "non_finite" and raw is None:
+        return  # user-control has no number in it
+    with pytest.raises(RecordDecodeError) as err:
+        decode(raw)
+    assert err.value.reason.value == kind
+    if kind == "non_finite":
+        assert err.value.field in ("ts", "created_at")
+
+
+def test_a_dead_letter_of_a_huge_record_carries_a_bounded_prefix_and_the_size() -> None:
+    raw = POISON["oversize"]
+    letter = dead_letter(topic="clicks", partition=0, offset=1, raw=raw, error=RecordDecodeError(
+        DecodeReason.OVERSIZE, "big"))
+    assert letter.size == len(raw) and letter.truncated
+    assert len(encode_json(letter)) < 2 * DEAD_LETTER_RAW_BYTES and raw.startswith(letter.raw.encode())
+    assert dead_letter(topic="t", partition=0, offset=0, raw=None, error=ValueError("x")).size is None
 
 
 ids = st.text(min_size=1, max_size=20).filter(lambda s: s.strip())
