@@ -222,6 +222,12 @@ def rank_offers(
         relevance -= params.exposure_penalty * np.array(
             [float(exposure.get(i, 0.0)) for i in ids], dtype=np.float64
         )
+    # Only candidates MMR could ever pick go on (exact, see _pickable): at ~60 offers and
+    # k = 10 most fall away, and with them most of the similarity and sorting work.
+    pickable = _pickable(relevance, k, params.diversity)
+    if pickable is not None:
+        ids = [ids[j] for j in pickable.tolist()]
+        relevance, winner, vectors = relevance[pickable], winner[pickable], vectors[pickable]
     # Deterministic candidate order: relevance desc, then item_id; argmax takes the first.
     order = np.lexsort((np.array(ids), -relevance))
     ranked = order.tolist()
@@ -256,6 +262,24 @@ def rank_offers(
     ]
     out.sort(key=lambda r: (-r.score, r.item_id))  # only reorders exact ties
     return out
+
+
+def _pickable(relevance: np.ndarray, k: int, diversity: float) -> np.ndarray | None:
+    """The rows MMR may pick among the top ``k``; None when that is every row.
+
+    At every step fewer than ``k`` items are picked, so one of the ``k`` most relevant is
+    still free, and its MMR value is at least ``(1 - lam) * r_k - lam`` (``r_k`` the k-th
+    largest relevance; the similarity penalty is at most 1). A candidate whose best MMR value,
+    ``(1 - lam) * r``, is below that never wins a step. A margin covers float32 similarities
+    a hair above 1.
+    """
+    n = relevance.size
+    if n <= k or diversity >= 1.0:
+        return None
+    r_k = np.partition(relevance, n - k)[n - k]
+    bound = r_k - diversity / (1.0 - diversity) * (1.0 + 1e-6) - 1e-9
+    rows = np.flatnonzero(relevance >= bound)
+    return rows if rows.size < n else None
 
 
 def _because(

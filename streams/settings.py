@@ -152,6 +152,11 @@ class IndexSettings(_Section):
     )
     api_key: SecretStr | None = Field(None, description="Qdrant server API key.")
     collection: str = Field("items", description="Collection / shard name.")
+    quantization: bool = Field(
+        True,
+        description="Qdrant Edge: search HNSW over int8 copies of the vectors, rescoring with the float ones "
+                    "(about twice as fast at 100k items, recall@10 0.991 vs 0.994; `recstream bench clickpath`).",
+    )
     optimize_min_items: int = Field(
         20_000, ge=0,
         description="Build the ANN (HNSW) index at worker start when the catalogue has at least "

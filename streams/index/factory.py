@@ -38,7 +38,7 @@ def open_index(settings: IndexSettings, *, dim: int, path: Path) -> VectorIndex:
     if settings.kind == "edge":
         from streams.index.edge import QdrantEdgeIndex
 
-        return QdrantEdgeIndex(path, dim=dim)
+        return QdrantEdgeIndex(path, dim=dim, quantization=settings.quantization)
     if settings.kind == "qdrant":
         from streams.index.remote import QdrantRemoteIndex
 

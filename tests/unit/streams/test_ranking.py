@@ -316,3 +316,35 @@ def test_rank_offers_is_rank_over_the_same_evidence_as_columns():
                                                                               params=params)
     assert offers.by_source("covisit") == [("x", 0.2), ("z", 0.8)]
     assert offers.by_source("session") == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 80), k=st.integers(1, 15), diversity=st.sampled_from([0.0, 0.1, 0.3, 0.7, 0.95]),
+       seed=st.integers(0, 2**31), sources=st.integers(1, 4), dim=st.sampled_from([0, 4, 16]))
+def test_pruning_the_unpickable_changes_no_list(n, k, diversity, seed, sources, dim):
+    """rank_offers drops candidates MMR can never pick; the lists are those of full MMR."""
+    import streams.ranking as ranking
+
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((n, sources)) * rng.choice([0.01, 1.0, 10.0])
+    scores[rng.random((n, sources)) < 0.4] = np.nan
+    scores[rng.random((n, sources)) < 0.05] = 0.5  # ties
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    if dim and n > 2:
+        vectors[1] = vectors[0]  # a duplicate: similarity 1
+    offers = Offers(item_ids=[f"i{j:03d}" for j in range(n)], vectors=vectors,
+                    sources=["interest", "covisit", "trending", "session"][:sources], scores=scores,
+                    reasons={})
+    recent = [(f"i{j:03d}", vectors[j]) for j in range(min(n, 5))]
+    params = RankParams(diversity=diversity, exposure_penalty=0.0, fusion="sum")
+    pruned = rank_offers(offers, recent=recent, k=k, params=params)
+    original = ranking._pickable
+    try:
+        ranking._pickable = lambda *_: None
+        full = rank_offers(offers, recent=recent, k=k, params=params)
+    finally:
+        ranking._pickable = original
+    # the same items, reasons and sources; scores equal but for float32 rounding (the
+    # similarity products run over matrices of other shapes)
+    assert [(r.item_id, r.because, r.source) for r in pruned] == [(r.item_id, r.because, r.source) for r in full]
+    assert np.allclose([r.score for r in pruned], [r.score for r in full], rtol=0, atol=1e-6)
