@@ -353,9 +353,10 @@ class Recommender:
                 table.offer_because(source, scores.top(n))
         table.offer("trending", self.trending.top(now_s, n, seen))
         ids, vectors = table.items(self.catalog)
+        offers = table.offers(ids, vectors)
         if p.cross_score and ids:
-            self._cross_score(table, ids, vectors, plan.queries, co_scores, now_s)
-        return table.offers(ids, vectors)
+            self._cross_score(offers, plan.queries, co_scores, now_s)
+        return offers
 
     def _rank(self, plan: _Plan, record_exposure: bool) -> list[RankedItem]:
         offers = self._offers(plan)
@@ -375,33 +376,47 @@ class Recommender:
                 self.exposure.observe(item.item_id, now_s, 1.0)
         return ranked
 
-    def _cross_score(self, table: _OfferTable, ids: list[str], vectors: np.ndarray,
-                     queries: list[_Query], co_scores: dict[str, CoScores], now_s: float) -> None:
+    def _cross_score(self, offers: Offers, queries: list[_Query], co_scores: dict[str, CoScores],
+                     now_s: float) -> None:
         """Score every offered item by the signals of the generators that did not offer it.
 
         A generator returns only its own top list, so an item co-visited with the user's
         recent items is blind to its popularity and to the user's interests unless those
         generators offered it too. Scoring the union under every signal turns the blend into
-        a linear model over all of them (with ``fusion="sum"``).
+        a linear model over all of them (with ``fusion="sum"``). Filled in place, a column at
+        a time: only the cells a generator left empty (NaN), popularity and interest only
+        where positive.
         """
-        trending = table.column("trending")
-        table.offer("trending", ((i, score) for i in ids
-                                 if i not in trending and (score := self.trending.score(i, now_s)) > 0))
-        for source, scores in co_scores.items():
-            offered = table.column(source)
-            missing = [i for i in ids if i not in offered]
-            table.offer_because(source, ((i, hit[0], hit[1]) for i, hit in
-                                         zip(missing, scores.lookup(missing), strict=True) if hit is not None))
+        ids, scores, reasons = offers.item_ids, offers.scores, offers.reasons
+
+        def empty(source: str) -> np.ndarray:
+            return np.flatnonzero(np.isnan(scores[:, offers.sources.index(source)]))
+
+        rows = empty("trending")
+        if rows.size:
+            popular = self.trending.scores([ids[j] for j in rows.tolist()], now_s)
+            keep = popular > 0
+            scores[rows[keep], offers.sources.index("trending")] = popular[keep]
+        for source, co in co_scores.items():
+            rows = empty(source)
+            col = offers.sources.index(source)
+            for j, hit in zip(rows.tolist(), co.lookup([ids[j] for j in rows.tolist()]), strict=True):
+                if hit is not None and math.isfinite(hit[0]):
+                    scores[j, col] = hit[0]
+                    because = reasons.setdefault(ids[j], [])
+                    if hit[1] not in because:
+                        because.append(hit[1])
         for source in ("interest", "session"):  # each as its generator scores: cosine x share
             mine = [q for q in queries if q.source == source]
-            offered = table.column(source)
-            rows = [j for j, i in enumerate(ids) if i not in offered] if mine else []
-            if rows:
+            if not mine or source not in offers.sources:
+                continue
+            rows = empty(source)
+            if rows.size:
                 q = np.stack([m.vector for m in mine])  # (m, dim)
                 shares = np.array([m.share for m in mine], dtype=np.float32)
-                best = ((vectors[rows] @ q.T) * shares).max(axis=1).tolist()  # (n, m) -> n
-                table.offer(source, ((ids[j], s) for j, s in zip(rows, best, strict=True) if s > 0))
-
+                best = ((offers.vectors[rows] @ q.T) * shares).max(axis=1).astype(np.float64)  # (n, m) -> n
+                keep = best > 0
+                scores[rows[keep], offers.sources.index(source)] = best[keep]
 
 
 class Request(NamedTuple):
@@ -458,9 +473,6 @@ class _OfferTable:
         self._columns: dict[str, dict[str, float]] = {}
         self._order: dict[str, None] = {}  # items in first-offer order
         self._reasons: dict[str, list[str]] = {}
-
-    def column(self, source: str) -> dict[str, float]:
-        return self._columns.get(source, {})
 
     def offer(self, source: str, scored: Iterable[tuple[str, float]]) -> None:
         column = self._columns.setdefault(source, {})
