@@ -14,7 +14,7 @@ import faust
 
 from streams.metrics import Metrics
 from streams.stages.endpoints import Health
-from streams.records import RecordLimits, dead_letter, encode_json, reason_of
+from streams.records import RecordDecodeError, RecordLimits, dead_letter, encode_json, reason_of
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -74,6 +74,14 @@ class WorkerContext:
 
     def count_letter(self, topic: str, error: Exception) -> None:
         self.metrics.dead_letters.labels(topic=topic, reason=reason_of(error)).inc()
+
+    async def reject(self, message: Any, error: Exception) -> None:
+        """A record that could not be read: its dead letter. An error no decode rule names is
+        logged with its traceback too (a bug or a record no one foresaw), never re-raised."""
+        if not isinstance(error, RecordDecodeError):
+            log.error("record %s[%d]@%d could not be read", message.topic, message.partition, message.offset,
+                      exc_info=error)
+        await self.send_dead_letter(message, error)
 
     async def send_dead_letter(self, message: Any, error: Exception) -> None:
         """Send the dead letter (it is counted when the broker acknowledges it)."""

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from streams.records import ItemEvent, ItemVector, RecordDecodeError, check_key, decode_item, encode_item_vector
+from streams.records import ItemEvent, ItemVector, check_key, decode_item, encode_item_vector
 from streams.stages.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,7 @@ def register(ctx: WorkerContext) -> None:
                     item = decode_item(message.value, now_s=time.time(), limits=ctx.limits)
                     check_key(message.key, item.item_id, "item_id")
                 except Exception as exc:  # noqa: BLE001 - a bad record is a dead letter, never a crash
-                    if not isinstance(exc, RecordDecodeError):
-                        log.exception("item record at %s[%d]@%d could not be read", message.topic,
-                                      message.partition, message.offset)
-                    await ctx.send_dead_letter(message, exc)
+                    await ctx.reject(message, exc)
                     continue
                 if item.op == "delete":
                     await vectors.send(key=item.item_id.encode(), value=None, timestamp=message.timestamp)

@@ -339,10 +339,7 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
                 command = decode_control(message.value, limits=ctx.limits)
                 check_key(message.key, command.user_id, "user_id", required=True)
             except Exception as exc:  # noqa: BLE001 - a bad record is a dead letter, never a crash
-                if not isinstance(exc, RecordDecodeError):
-                    log.exception("user-control record at %s[%d]@%d could not be read", message.topic,
-                                  message.partition, message.offset)
-                await ctx.send_dead_letter(message, exc)
+                await ctx.reject(message, exc)
                 continue
             if command.op == "forget":
                 table.pop(message.key, None)  # deleting a key writes a changelog tombstone
