@@ -51,10 +51,6 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    #: Bumped by every seek of all partitions to their committed offsets: records fetched
-    #: before one are not delivered (see _drain_messages).
-    _seek_generation = 0
-
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -72,13 +68,6 @@ class Consumer(faust_aiokafka.Consumer):
         faust's own way instead: those are the moments when faust suspends, clears and seeks,
         and its per-record race against the suspension is what keeps records from being lost
         then. Gaps, read offsets and ``broker_commit_every`` are kept as faust keeps them.
-
-        One thing is not kept: faust goes on delivering a batch fetched before a seek (the
-        seek to the committed offsets after a rebalance) and records each one's offset as
-        read. A record of that stale batch then raises the read offset past the records the
-        seek asked to read again, and the next fetch drops them as already delivered: a
-        click lost (seen about once in ten joins of a second worker). Here a seek ends the
-        delivery of the batch fetched before it; the next fetch starts where the seek points.
         """
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
@@ -97,13 +86,7 @@ class Consumer(faust_aiokafka.Consumer):
                 await self.sleep(0)  # as faust: getmany may not yield when records are waiting
                 if self.should_stop:
                     continue
-                generation = None
                 async for tp, message in ait:
-                    if generation is None:  # the fetch has returned: records from here on are after any seek before
-                        generation = self._seek_generation
-                    elif self._seek_generation != generation:
-                        self.log.debug("records from %s@%d on were fetched before a seek", tp, message.offset)
-                        break  # fetched before a seek: the next fetch reads from where it points
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
@@ -117,8 +100,6 @@ class Consumer(faust_aiokafka.Consumer):
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     else:
                         await callback(message)
-                    if self._seek_generation != generation:
-                        break  # a seek came while it was handed over: it set the read offsets
                     set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -131,11 +112,6 @@ class Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
-
-    async def perform_seek(self) -> None:
-        self._seek_generation += 1  # a fetch under way is from before the seek ...
-        await super().perform_seek()
-        self._seek_generation += 1  # ... and so is one that began while it ran
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Hand revoked partitions over with every served click committed.
