@@ -67,7 +67,9 @@ class Consumer(faust_aiokafka.Consumer):
         While a rebalance or recovery is under way, or the flow is held, each record goes
         faust's own way instead: those are the moments when faust suspends, clears and seeks,
         and its per-record race against the suspension is what keeps records from being lost
-        then. Gaps, read offsets and ``broker_commit_every`` are kept as faust keeps them.
+        then, except that a record the suspension kept back is fetched again here
+        (:meth:`_read_again`) instead of being counted as read. Gaps, read offsets and
+        ``broker_commit_every`` are kept as faust keeps them.
         """
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
@@ -86,6 +88,7 @@ class Consumer(faust_aiokafka.Consumer):
                 await self.sleep(0)  # as faust: getmany may not yield when records are waiting
                 if self.should_stop:
                     continue
+                undelivered: dict[TP, int] = {}  # per partition, the first record a suspension kept back
                 async for tp, message in ait:
                     offset = message.offset
                     r_offset = get_read_offset(tp)
@@ -96,11 +99,19 @@ class Consumer(faust_aiokafka.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
+                    if tp in undelivered:
+                        continue  # read again from the first record kept back
                     if app.rebalancing or suspended() or not flowing():
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        delivery = callback(message)
+                        waited = await self.wait_first(delivery, self.suspend_flow.wait())
+                        if delivery not in waited.done:
+                            undelivered[tp] = offset
+                            continue
                     else:
                         await callback(message)
                     set_read_offset(tp, offset)
+                if undelivered:
+                    await self._read_again(undelivered)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -112,6 +123,25 @@ class Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _read_again(self, undelivered: Mapping[TP, int]) -> None:
+        """Fetch again the records a flow suspension kept from the stages.
+
+        faust races each record's hand-over against the suspension of a rebalance; when the
+        suspension wins, faust still counts the record as read, and only its seek to the
+        committed offsets brings it back. A partition without a committed offset (a new
+        group's, say at a cold start) is not sought, so its record was lost. Each partition
+        here goes back to its first record kept back, or to its committed offset where
+        that is earlier (a seek already done must not be undone); a partition no longer
+        assigned is left to its next owner.
+        """
+        for tp, offset in undelivered.items():
+            committed = self._committed_offset.get(tp)
+            target = offset if committed is None else min(offset, committed)
+            try:
+                await self.seek(tp, target)
+            except Exception as exc:  # noqa: BLE001 - revoked meanwhile: its next owner reads it
+                self.log.debug("not reading %s again from %d: %r", tp, target, exc)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Hand revoked partitions over with every served click committed.
