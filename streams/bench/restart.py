@@ -107,19 +107,34 @@ def _log_phases(text: str) -> dict[str, Any]:
             "ann_build_s": float(built[-1]) if built else None}
 
 
+#: A click is sent this often until one is answered (each a new click).
+PROBE_EVERY_S = 10.0
+
+
 async def _time_to_serve(bench: BenchRun, name: str, timeout_s: float) -> dict[str, Any]:
-    """Launch the worker and time launch -> the answer to a click produced right after."""
+    """Launch the worker and time launch -> the first answer to a click, clicks being sent
+    from the launch on, one every ``PROBE_EVERY_S`` until one is answered.
+
+    One click sent at the launch went unanswered in some full test runs (the worker became
+    ready and stayed idle; see the closing note of 2026-11-30): repeating the probe keeps the
+    figure a time to serve, and ``probes`` says how many it took."""
     log_from = bench.worker_log.stat().st_size if bench.worker_log.exists() else 0
     launched = time.time()
     bench.start_worker("index,recommend")
-    probe = await bench.measure(name, bench.topics.clicks, rate=1.0, seconds=1.0, drain_idle_s=timeout_s,
-                                drain_cap_s=timeout_s)
-    if probe.latencies_ms.size == 0:
+    deadline = time.monotonic() + timeout_s
+    probes = 0
+    while True:
+        probes += 1
+        probe = await bench.measure(name, bench.topics.clicks, rate=1.0, seconds=1.0, drain_idle_s=PROBE_EVERY_S,
+                                    drain_cap_s=PROBE_EVERY_S)
+        if probe.latencies_ms.size:
+            break
         bench.check_worker()
-        raise BenchError(f"{name}: the worker did not answer within {timeout_s:.0f} s; see {bench.worker_log}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{name}: the worker did not answer within {timeout_s:.0f} s; see {bench.worker_log}")
     served = probe.first_sent_s + float(probe.latencies_ms[0]) / 1000.0
     text = bench.worker_log.read_text(errors="replace")[log_from:]
-    return {"seconds": round(served - launched, 2), **_log_phases(text)}
+    return {"seconds": round(served - launched, 2), "probes": probes, **_log_phases(text)}
 
 
 def run_restart_bench(
