@@ -109,9 +109,11 @@ class RecommendStage:
         event) is bypassed: the agent reads the events faust's conductor queued for it, and
         acknowledges them itself, after their batch is served.
         """
+        # Subscribe first: clicks fetched while the index is not ready wait in the queue
+        # (whose bound holds the fetching back) instead of finding no reader.
+        queue = aiter(stream.channel).queue  # iterating the channel subscribes its topic
         await self.ctx.index_ready.wait()
         self.ensure_recommender()
-        queue = aiter(stream.channel).queue  # iterating the channel subscribes its topic
         while True:
             try:
                 batch = [await queue.get()]  # idle: wait for the next click, then serve it at once
