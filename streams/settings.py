@@ -155,7 +155,7 @@ class IndexSettings(_Section):
     quantization: bool = Field(
         True,
         description="Qdrant Edge: search HNSW over int8 copies of the vectors, rescoring with the float ones "
-                    "(about twice as fast at 100k items, recall@10 0.991 vs 0.994; `recstream bench clickpath`).",
+                    "(a query about twice as fast at 100k items, recall@10 0.991 vs 0.994: docs/architecture.md).",
     )
     optimize_min_items: int = Field(
         20_000, ge=0,

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -89,3 +90,16 @@ async def wait_for_partitions(kafka: KafkaSettings, topic: str, timeout_s: float
     finally:
         await admin.close()
     raise RuntimeError(f"topic {topic!r} does not exist after {timeout_s:.0f} s; `recstream worker` creates it")
+
+
+async def whole_topic_reader(kafka: KafkaSettings, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer assigned every partition of ``topic``, in no group: for what every
+    worker reads all of (the index replica's ``item-vectors``, the ``crowd``). The caller
+    seeks and stops it."""
+    partitions = await wait_for_partitions(kafka, topic)
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    consumer.assign(tps)
+    return consumer, tps

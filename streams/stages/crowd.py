@@ -41,7 +41,7 @@ from streams import snapshot
 from streams.recommend import CrowdEvent, Recommender
 from streams.records import DecodeReason, RecordDecodeError
 from streams.stages.context import WorkerContext
-from streams.topics import wait_for_partitions
+from streams.topics import whole_topic_reader
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +154,7 @@ class CrowdShare:
         return stage.ensure_recommender() if stage is not None else None
 
     async def _consumer(self) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
-        settings = self.ctx.settings
-        partitions = await wait_for_partitions(settings.kafka, self.topic)
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        consumer.assign(tps)
+        consumer, tps = await whole_topic_reader(self.ctx.settings.kafka, self.topic)
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         for tp in tps:

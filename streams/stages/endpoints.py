@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -50,7 +50,6 @@ class Health:
     assigned: int = 0
     last_beat: float | None = None  # time.monotonic() of the last heartbeat; None before the app runs
     stall_s: float = STALL_S
-    started: float = field(default_factory=time.monotonic)
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()

@@ -23,9 +23,8 @@ from streams import snapshot
 from streams.index.base import VectorIndex
 from streams.recommend import ItemCatalog, ItemInfo
 from streams.records import RecordDecodeError, decode_item_vector
-from streams.settings import Settings
 from streams.stages.context import WorkerContext
-from streams.topics import wait_for_partitions
+from streams.topics import whole_topic_reader
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +64,7 @@ class IndexReplica:
 
     async def _consumer(self) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
         settings = self.ctx.settings
-        topic = settings.topics.item_vectors
-        partitions = await wait_for_partitions(settings.kafka, topic)
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        consumer.assign(tps)
+        consumer, tps = await whole_topic_reader(settings.kafka, settings.topics.item_vectors)
         for tp in tps:
             if tp.partition in self.positions:
                 consumer.seek(tp, self.positions[tp.partition])
