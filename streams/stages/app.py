@@ -117,7 +117,7 @@ def _watch_health(app: RecstreamApp, health: Health) -> None:
 
 
 def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0",
-               metrics_port: int | None = None) -> None:
+               metrics_port: int | None = None, metrics_host: str = "0.0.0.0") -> None:
     """Create the topics if missing, then run the faust worker until it is stopped."""
     from faust.worker import Worker
 
@@ -132,7 +132,7 @@ def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_nam
     app = build_app(settings, stages=stages, worker_name=worker_name)
     ctx = app.recstream_context
     if metrics_port:
-        endpoints.serve(ctx.health, metrics_port)
+        endpoints.serve(ctx.health, metrics_port, host=metrics_host)
     if ctx.replica is not None:
         asyncio.run(ctx.replica.catch_up())  # before joining the group: serve only a complete index
     if ctx.crowd is not None:

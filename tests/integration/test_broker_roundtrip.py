@@ -110,3 +110,28 @@ def test_every_record_type_round_trips(kafka_settings: KafkaSettings, topic_sett
             assert decode(message.value) == expected, topic
 
     asyncio.run(run())
+
+
+def test_send_keys_and_checks_records_and_tail_reads_them_back(kafka_settings, topic_settings):
+    """``recstream send`` produces what the workers accept, keyed as they expect, and refuses
+    (without sending) what they would dead-letter; ``tail`` reads it back, decoded."""
+    from streams.console import send, tail
+    from streams.settings import Settings
+
+    settings = Settings(kafka=kafka_settings, topics=topic_settings)
+    asyncio.run(ensure_topics(kafka_settings, topic_settings))
+    report = asyncio.run(send(settings, "clicks", [
+        '{"user_id": "u1", "item_id": "i1"}',  # no ts: stamped now
+        '{"user_id": "u1", "item_id": "i1", "ts": 1700000000000}',  # milliseconds: refused
+        "",
+        '{"user_id": "u2", "item_id": "i2", "ts": 1700000000.5}',
+    ]))
+    assert report["sent"] == 2
+    assert [(r["line"], r["reason"]) for r in report["refused"]] == [(2, "future_timestamp")]
+    seen: list[dict] = []
+    summary = asyncio.run(tail(settings, "clicks", from_beginning=True, limit=2, timeout_s=20, emit=seen.append))
+    assert summary == {"topic": topic_settings.clicks, "records": 2}
+    assert sorted(r["key"] for r in seen) == ["u1", "u2"]
+    assert all(r["key"] == r["value"]["user_id"] for r in seen)
+    assert {r["value"]["item_id"] for r in seen} == {"i1", "i2"}
+    assert all(isinstance(r["value"]["ts"], float) for r in seen)
