@@ -24,6 +24,7 @@ class Metrics:
     items_indexed: Counter
     forgotten: Counter
     index_items: Gauge
+    clicks_held: Gauge
     click_seconds: Histogram
     click_batch_size: Histogram
     item_freshness_seconds: Histogram
@@ -42,6 +43,8 @@ class Metrics:
                 items_indexed=Counter("recstream_items_indexed", "Item vectors applied to the index"),
                 forgotten=Counter("recstream_users_forgotten", "Users whose state was deleted"),
                 index_items=Gauge("recstream_index_items", "Items in this worker's catalogue and vector index"),
+                clicks_held=Gauge("recstream_clicks_held",
+                                  "Clicks on items not indexed yet, held until their item arrives or time runs out"),
                 click_seconds=Histogram(
                     "recstream_click_seconds", "Click decode -> recommendation produced, in this worker",
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),

@@ -108,6 +108,14 @@ class RankedItem:
         }
 
 
+def unit_score(score: float) -> float:
+    """A ranker score as published: in [0, 1], monotone in the fused MMR score
+    (``max(s, 0) / (1 + max(s, 0))``), so that any list's scores share one scale. Not a
+    calibrated click probability: that needs a learned ranker."""
+    positive = max(float(score), 0.0)
+    return positive / (1.0 + positive)
+
+
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (float32; zero or non-finite rows become zero).
 
@@ -256,9 +264,10 @@ def rank_offers(
     # ---- 5. reasons from the user's recent items
     picked = [j for j, _ in picks]
     because = _because([ids[j] for j in picked], mat[picked], offers.reasons, recent, dim, params)
-    out = [
-        RankedItem(item_id=ids[j], score=score, because=because[pos], source=names[by_name[winner[j]]])
-        for pos, (j, score) in enumerate(picks)
+    sources = [names[by_name[winner[j]]] for j in picked]
+    out = [  # a trending item is there for the crowd, not for anything the user did: no reason
+        RankedItem(item_id=ids[j], score=score, because=() if source == "trending" else because[pos], source=source)
+        for pos, ((j, score), source) in enumerate(zip(picks, sources, strict=True))
     ]
     out.sort(key=lambda r: (-r.score, r.item_id))  # only reorders exact ties
     return out

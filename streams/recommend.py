@@ -20,6 +20,7 @@ Streaming use (workers): ``observe`` each click of a batch in order, then
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -136,6 +137,11 @@ class RecommenderParams:
     exposure_half_life_s: float = 3_600.0
     cross_score: bool = True
 
+    def version(self) -> str:
+        """The ranker's version in recommendations: hand-tuned fusion, named by a digest of
+        every knob, so a list can be traced to the settings that ranked it."""
+        return "fusion@" + hashlib.sha256(repr(self).encode()).hexdigest()[:8]
+
     @classmethod
     def from_settings(cls, settings: Settings) -> RecommenderParams:
         s, r = settings.state, settings.recommend
@@ -192,6 +198,10 @@ class Recommender:
         self.colike = CovisitCounts(params.colike) if params.colike is not None else None
         self.trending = Trending(params.trending)
         self.exposure = Trending(TrendingParams(half_life_s=params.exposure_half_life_s))
+
+    def model_versions(self) -> dict[str, str]:
+        """Every model a list of this recommender depends on, by role."""
+        return {"encoder": self.catalog.model_version, "ranker": self.params.version()}
 
     # ------------------------------------------------------------------ items
 

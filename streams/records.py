@@ -16,7 +16,7 @@ import enum
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -76,15 +76,28 @@ class RecordLimits:
 # --------------------------------------------------------------------------- records
 
 
-class ItemEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
-    """``items`` topic: an item was described (upsert) or withdrawn (delete)."""
+#: The version of the record contracts (``docs/schemas``); output records carry it as
+#: ``schema_version``. Adding an optional field keeps it; changing or removing one bumps it.
+SCHEMA_VERSION = 1
 
-    item_id: str
-    title: str = ""
-    text: str | None = None
-    tags: list[str] = msgspec.field(default_factory=list)
-    created_at_s: float | None = msgspec.field(default=None, name="created_at")
-    op: ItemOp = "upsert"
+
+def _doc(text: str) -> msgspec.Meta:
+    """A field's description, which the JSON Schemas in ``docs/schemas`` carry."""
+    return msgspec.Meta(description=text)
+
+
+class ItemEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """An item was described (upsert) or withdrawn (delete). Topic ``items``, keyed by item_id
+    (or unkeyed). Unknown fields are ignored."""
+
+    item_id: Annotated[str, _doc("The item's id: non-empty, at most 256 characters.")]
+    title: Annotated[str, _doc("Short text the encoder embeds first; an upsert needs a title or a text.")] = ""
+    text: Annotated[str | None, _doc("Longer description; title + text at most 10,000 characters.")] = None
+    tags: Annotated[list[str], _doc("Categories or keywords (at most 64), embedded with the title.")] = \
+        msgspec.field(default_factory=list)
+    created_at_s: Annotated[float | None, _doc("When the item appeared, float seconds since the epoch.")] = \
+        msgspec.field(default=None, name="created_at")
+    op: Annotated[ItemOp, _doc("upsert (the default) adds or replaces the item; delete withdraws it.")] = "upsert"
 
     def encoder_text(self) -> str:
         """The text the encoder embeds: title, then tags, then body."""
@@ -97,23 +110,28 @@ class ItemEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class Click(msgspec.Struct, frozen=True, kw_only=True):
-    """``clicks`` topic: one user interaction with an item."""
+    """One user interaction with an item. Topic ``clicks``, keyed by user_id (required: the
+    key picks the partition that holds the user's state)."""
 
-    user_id: str
-    item_id: str
-    ts_s: float = msgspec.field(name="ts")
-    event: ClickEvent = "click"
-    weight: float | None = None
+    user_id: Annotated[str, _doc("The user's id: non-empty, at most 256 characters; equal to the message key.")]
+    item_id: Annotated[str, _doc("The item's id; an item not indexed yet is held for a while, then dead-lettered.")]
+    ts_s: Annotated[float, _doc("When it happened: float SECONDS since the epoch (not milliseconds), at most a day "
+                                "ahead of the worker's clock.")] = msgspec.field(name="ts")
+    event: Annotated[ClickEvent, _doc("What the user did: dislike pushes the item's neighbours away, the others "
+                                      "pull them closer with growing weight.")] = "click"
+    weight: Annotated[float | None, _doc("Overrides the event's default weight (finite).")] = None
 
 
 class UserControl(msgspec.Struct, frozen=True, kw_only=True):
-    """``user-control`` topic: privacy commands."""
+    """A privacy command. Topic ``user-control``, keyed by user_id (required)."""
 
-    user_id: str
-    op: ControlOp
+    user_id: Annotated[str, _doc("The user's id; equal to the message key.")]
+    op: Annotated[ControlOp, _doc("forget: delete the user's state (and its changelog record).")]
 
 
 class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a record was read: topic, partition, offset."""
+
     topic: str
     partition: int
     offset: int
@@ -125,25 +143,30 @@ DEAD_LETTER_RAW_BYTES = 4_096
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """``dead-letters`` topic. ``reason`` and ``field`` extend the dead-letter contract so that
-    operators can count by cause without parsing ``error``. ``raw`` is the record's value as
-    text, cut at ``DEAD_LETTER_RAW_BYTES`` (``size`` is the whole value's length in bytes,
-    None for a null value)."""
+    """A record that was not accepted, with why. Topic ``dead-letters``, keyed by the
+    record's key. ``raw`` is the record's value as text, cut at 4,096 bytes."""
 
-    source: SourceRef
-    error: str
-    raw: str
-    reason: str | None = None
-    field: str | None = None
-    size: int | None = None
-    truncated: bool = False
+    source: Annotated[SourceRef, _doc("Where the rejected record was read.")]
+    error: Annotated[str, _doc("What is wrong, for people.")]
+    raw: Annotated[str, _doc("The record's value as text (invalid UTF-8 backslash-escaped), cut at 4,096 bytes.")]
+    reason: Annotated[str | None, _doc("Stable code to count by: not_json, missing_field, future_timestamp, "
+                                       "key_mismatch, unknown_item, ... (the README lists them).")] = None
+    field: Annotated[str | None, _doc("The offending field, when one is to blame.")] = None
+    size: Annotated[int | None, _doc("The whole value's length in bytes (null for a null value).")] = None
+    truncated: Annotated[bool, _doc("raw was cut.")] = False
+    schema_version: Annotated[int, _doc("Version of this record contract.")] = SCHEMA_VERSION
 
 
 class RecommendedItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One recommended item and why."""
+
     item_id: str
-    score: float
-    because: list[str]
-    source: str
+    score: Annotated[float, _doc("Relevance in [0, 1], one scale for every list: monotone in the ranker's "
+                                 "fused score s (max(s, 0) / (1 + max(s, 0))); not a calibrated probability.")]
+    because: Annotated[list[str], _doc("The user's own past items this one is closest to (empty for trending).")]
+    source: Annotated[str, _doc("Which candidate source put it forward: interest (the user's interest "
+                                "vectors), session (the last clicks), covisit (clicked next by others), colike "
+                                "(liked by the same people), trending (popular now).")]
 
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,17 +175,22 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     topic: str
     partition: int
     offset: int
-    ts_s: float = msgspec.field(name="ts")
+    ts_s: Annotated[float, _doc("The click's own ts.")] = msgspec.field(name="ts")
 
 
 class Recommendation(msgspec.Struct, frozen=True, kw_only=True):
-    """``recommendations`` topic, keyed by user_id."""
+    """A user's list after a click. Topic ``recommendations``, keyed by user_id. The same
+    trigger seen twice (after a crash or rebalance) is a duplicate: keep either."""
 
     user_id: str
-    items: list[RecommendedItem]
-    trigger: Trigger
-    model: str
-    generated_at_s: float = msgspec.field(name="generated_at")
+    items: Annotated[list[RecommendedItem], _doc("Best first.")]
+    trigger: Annotated[Trigger, _doc("The click it answers (topic, partition, offset, ts).")]
+    model: Annotated[str, _doc("The text encoder's version (name@digest) whose vectors ranked it.")]
+    models: Annotated[dict[str, str], _doc("Every model version the list depends on, by role: encoder, ranker.")] = \
+        msgspec.field(default_factory=dict)
+    generated_at_s: Annotated[float, _doc("When it was made, float seconds since the epoch.")] = \
+        msgspec.field(name="generated_at")
+    schema_version: Annotated[int, _doc("Version of this record contract.")] = SCHEMA_VERSION
 
 
 class ItemVector(msgspec.Struct, frozen=True, kw_only=True, array_like=True):

@@ -223,6 +223,12 @@ class RecommendSettings(_Section):
         description="Publish what this worker's clicks teach the crowd (co-visitation, co-likes, trending) on the "
                     "crowd topic and learn the other workers': every worker ranks with the counts of all clicks.",
     )
+    unknown_item_wait_s: float = Field(
+        30.0, ge=0,
+        description="How long a click on an item not indexed yet is held for its item (items and clicks travel "
+                    "on different topics, so a click can overtake its item); then it is dead-lettered as "
+                    "unknown_item. 0 dead-letters it at once.",
+    )
     max_batch: int = Field(
         256, ge=1,
         description="Most clicks served as one batch: the recommend stage takes whatever is waiting, up to this, "

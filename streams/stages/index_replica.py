@@ -47,6 +47,9 @@ class IndexReplica:
         #: Called with the ids of deleted items, after they left the catalogue and the index
         #: (the recommend stage drops them from its crowd counts).
         self.on_delete: list[Callable[[Sequence[str]], None]] = []
+        #: Called with the ids of items added or replaced, once they are recommendable (the
+        #: recommend stage serves the clicks it held for them).
+        self.on_upsert: list[Callable[[Sequence[str]], None]] = []
         self.positions: dict[int, int] = {}  # next offset to read, per partition
         # A restart resumes from a snapshot in the Edge shard (numpy starts empty; a Qdrant
         # server's collection is shared and written once).
@@ -219,6 +222,8 @@ class IndexReplica:
             for item_id in ids:
                 catalog.put(item_id, upserts[item_id][1])
             self.ctx.metrics.items_indexed.inc(len(ids))
+            for hook in self.on_upsert:
+                hook(ids)
         if deletes and self.index is not None:
             self.index.delete(deletes)
             for item_id in deletes:

@@ -9,7 +9,10 @@ in queue order, so a user's clicks (one partition: clicks are keyed by user_id) 
 in the order they were produced.
 
 A batch, in order:
-1. decode every click; a bad one gets its dead letter and the rest go on;
+1. decode every click; a bad one gets its dead letter and the rest go on; a click on an
+   item not indexed yet is held until its item arrives (items and clicks travel on different
+   topics, so a click can overtake its item), for ``recommend.unknown_item_wait_s`` at most,
+   then dead-lettered as ``unknown_item``;
 2. load each user's state once (:class:`~streams.stages.user_states.UserStates`), apply
    the user's clicks in order (``Recommender.observe``: a replayed click is a no-op);
 3. rank every user of the batch in one ``Recommender.recommend_batch`` (one index call for
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.interest import UserState
+from streams.ranking import unit_score
 from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request
 from streams.records import (
     Click,
@@ -78,9 +82,14 @@ class RecommendStage:
         self.recommendations_topic = settings.topics.recommendations
         self.dead_letters_topic = settings.topics.dead_letters
         self.params = RecommenderParams.from_settings(settings)
+        self.unknown_item_wait_s = settings.recommend.unknown_item_wait_s
         self.recommender: Recommender | None = None
         self._pending: set[asyncio.Future[None]] = set()  # batches waiting for their produce acks
         self._busy = False  # a batch is being served
+        self._serving = asyncio.Lock()  # one batch at a time: a user's state is loaded, moved, written back
+        #: Clicks on items not indexed yet: (monotonic deadline, faust event, item id), oldest first.
+        self._held: list[tuple[float, Any, str]] = []
+        self._wake_held = asyncio.Event()  # a click was held, or an item some held click waits for arrived
         #: (topic, partition) -> the last offset served since partitions were last assigned
         self._served: dict[tuple[str, int], int] = {}
 
@@ -97,6 +106,7 @@ class RecommendStage:
             if self.ctx.crowd is not None:
                 self.ctx.crowd.restore(recommender)
             replica.on_delete.append(recommender.forget_items)
+            replica.on_upsert.append(self._items_arrived)
             self.recommender = self.ctx.recommender = recommender
         return self.recommender
 
@@ -114,21 +124,66 @@ class RecommendStage:
         queue = aiter(stream.channel).queue  # iterating the channel subscribes its topic
         await self.ctx.index_ready.wait()
         self.ensure_recommender()
-        while True:
-            try:
-                batch = [await queue.get()]  # idle: wait for the next click, then serve it at once
-            except StopAsyncIteration:  # faust ends a channel's readers this way when it stops
-                return
-            while len(batch) < self.max_batch:
+        release = asyncio.ensure_future(self._release_held())
+        try:
+            while True:
                 try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
+                    batch = [await queue.get()]  # idle: wait for the next click, then serve it at once
+                except StopAsyncIteration:  # faust ends a channel's readers this way when it stops
+                    return
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                await self._serve_one_at_a_time(self._fresh(batch), hold=True)
+        finally:
+            release.cancel()
+
+    async def _serve_one_at_a_time(self, events: Sequence[Any], *, hold: bool) -> None:
+        async with self._serving:
             self._busy = True
             try:
-                await self.serve(self._fresh(batch))
+                await self.serve(events, hold=hold)
             finally:
                 self._busy = False
+
+    # ------------------------------------------------------------------ clicks that overtook their item
+
+    def _hold(self, events: list[tuple[Any, str]]) -> None:
+        """Keep clicks whose item is not indexed yet for ``unknown_item_wait_s``. They stay
+        unacknowledged, so their offsets are not committed while they wait: a crash re-reads them."""
+        deadline = time.monotonic() + self.unknown_item_wait_s
+        self._held.extend((deadline, event, item_id) for event, item_id in events)
+        self.ctx.metrics.clicks_held.set(len(self._held))
+        self._wake_held.set()
+        for event, item_id in events:
+            log.debug("click %s[%d]@%d on item %r not indexed yet: held up to %g s", event.message.topic,
+                      event.message.partition, event.message.offset, item_id, self.unknown_item_wait_s)
+
+    def _items_arrived(self, item_ids: Sequence[str]) -> None:
+        if self._held and not self._wake_held.is_set() and {item for *_, item in self._held}.intersection(item_ids):
+            self._wake_held.set()
+
+    async def _release_held(self) -> None:
+        """Serve each held click once its item is indexed; dead-letter it when its time runs out."""
+        while True:
+            timeout = max(0.0, self._held[0][0] - time.monotonic()) if self._held else None
+            try:
+                await asyncio.wait_for(self._wake_held.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake_held.clear()
+            recommender = self.recommender
+            now = time.monotonic()
+            due = [(deadline, event, item) for deadline, event, item in self._held
+                   if deadline <= now or (recommender is not None and item in recommender.catalog)]
+            if not due:
+                continue
+            released = {id(event) for _, event, _ in due}
+            self._held = [h for h in self._held if id(h[1]) not in released]
+            self.ctx.metrics.clicks_held.set(len(self._held))
+            await self._serve_one_at_a_time([event for _, event, _ in due], hold=False)
 
     async def drain(self) -> None:
         """Return once no batch is being served and every served batch is acknowledged
@@ -138,6 +193,14 @@ class RecommendStage:
                 await asyncio.gather(*self._pending, return_exceptions=True)
             else:
                 await asyncio.sleep(0.001)
+        if self._held:
+            # Handed back unanswered and uncommitted: whoever gets the partition reads them
+            # again from the committed offset (marked acknowledged only so faust does not wait).
+            for _, event, _ in self._held:
+                event.message.acked = True
+            log.info("%d held click(s) on items not indexed yet left to the partitions' next owner", len(self._held))
+            self._held.clear()
+            self.ctx.metrics.clicks_held.set(0)
         self._served.clear()  # every partition is revoked; what comes next is read from the commits
 
     def _fresh(self, events: Sequence[Any]) -> list[Any]:
@@ -162,8 +225,9 @@ class RecommendStage:
             fresh.append(event)
         return fresh
 
-    async def serve(self, events: Sequence[Any]) -> None:
-        """Serve one batch of click events; never raises for a bad click."""
+    async def serve(self, events: Sequence[Any], *, hold: bool = True) -> None:
+        """Serve one batch of click events; never raises for a bad click. With ``hold``, a click
+        on an item not indexed yet is held for it (:meth:`_hold`) instead of dead-lettered."""
         if not events:
             return
         received_s = time.time()
@@ -172,14 +236,20 @@ class RecommendStage:
         letters: list[tuple[Any, Exception]] = []
         recommender = self.ensure_recommender()
         clicks: list[tuple[Any, Click]] = []
+        held: list[tuple[Any, str]] = []
+        wait_s = self.unknown_item_wait_s
         for event in events:
             message = event.message
             try:
                 click = decode_click(message.value, now_s=received_s, limits=ctx.limits)
                 check_key(message.key, click.user_id, "user_id", required=True)
                 if recommender is None or click.item_id not in recommender.catalog:
-                    raise RecordDecodeError(DecodeReason.UNKNOWN_ITEM,
-                                            f"item {click.item_id!r} is not in the catalogue", field="item_id")
+                    if hold and wait_s > 0:
+                        held.append((event, click.item_id))
+                        continue
+                    raise RecordDecodeError(
+                        DecodeReason.UNKNOWN_ITEM, f"item {click.item_id!r} is not in the catalogue"
+                        + (f" (the click waited {wait_s:g} s for it)" if wait_s > 0 else ""), field="item_id")
             except RecordDecodeError as exc:
                 letters.append((event, exc))
                 continue
@@ -189,6 +259,10 @@ class RecommendStage:
                 letters.append((event, exc))
                 continue
             clicks.append((event, click))
+        if held:
+            self._hold(held)
+            waiting = {id(event) for event, _ in held}
+            events = [event for event in events if id(event) not in waiting]
         learned: list[CrowdEvent] = []
         users = self._apply(recommender, clicks, letters, learned) if clicks else []
         ranked = self._rank(recommender, users, letters) if users else []
@@ -278,9 +352,10 @@ class RecommendStage:
         producer = self.ctx.app.producer
         recommender = self.recommender
         model = recommender.catalog.model_version if recommender is not None else ""
+        models = recommender.model_versions() if recommender is not None else {}
         sends = []
         for user, items in ranked:
-            shown = [RecommendedItem(item_id=r.item_id, score=round(float(r.score), 6), because=list(r.because),
+            shown = [RecommendedItem(item_id=r.item_id, score=round(unit_score(r.score), 6), because=list(r.because),
                                      source=r.source) for r in items]
             generated_s = time.time()
             for event, click in user.clicks:
@@ -289,7 +364,7 @@ class RecommendStage:
                     user_id=click.user_id, items=shown,
                     trigger=Trigger(topic=message.topic, partition=message.partition, offset=message.offset,
                                     ts_s=click.ts_s),
-                    model=model, generated_at_s=generated_s)
+                    model=model, models=models, generated_at_s=generated_s)
                 sends.append(await producer.send(self.recommendations_topic, message.key, encode_json(rec),
                                                  None, None, None))
         for event, error in letters:  # errors other than bad records were logged where they arose

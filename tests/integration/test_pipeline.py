@@ -203,7 +203,7 @@ def _new_pipeline(broker: LocalBroker, work: Path, *, partitions: int = 2) -> Pi
     env = {**os.environ, "RECSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "RECSTREAM_APP_ID": f"recstream-test-{suffix}", "RECSTREAM_DATA_DIR": str(work),
            "RECSTREAM_MODEL__DIR": str(model_dir), "RECSTREAM_LIMITS__MAX_TEXT_CHARS": "500",
-           "RECSTREAM_RECOMMEND__K": "8", "PYTHONUNBUFFERED": "1",
+           "RECSTREAM_RECOMMEND__K": "8", "RECSTREAM_RECOMMEND__UNKNOWN_ITEM_WAIT_S": "10", "PYTHONUNBUFFERED": "1",
            **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.model_dump().items()}}
     return Pipeline(kafka, topics, metrics_port, env, work / "worker.log")
 
@@ -283,6 +283,22 @@ def test_forget_drops_state_and_writes_a_tombstone(pipeline: Pipeline) -> None:
     changelog = f"recstream-test-{pipeline.topics.clicks.split('-')[-1]}-user-state-changelog"
     messages = pipeline.read(changelog, lambda ms: any(m.key == b"frank" and m.value is None for m in ms))
     assert any(m.key == b"frank" and m.value is None for m in messages)
+
+
+def test_a_click_that_overtakes_its_item_waits_for_it(pipeline: Pipeline) -> None:
+    """Items and clicks travel on different topics: a click may arrive before its item is
+    indexed. It is held (up to RECSTREAM_RECOMMEND__UNKNOWN_ITEM_WAIT_S) and answered once the
+    item arrives, not dead-lettered."""
+    trigger = pipeline.click("hana", "late-jazz", NOW_S + 450)
+    pipeline.wait_for(lambda: pipeline.metric("recstream_clicks_held") >= 1, what="the click held")
+    pipeline.items({"late-jazz": "A late night jazz piano trio recording"})
+    [rec] = pipeline.recommendations([trigger])[trigger]
+    assert rec["user_id"] == "hana" and rec["items"]
+    assert "late-jazz" not in [i["item_id"] for i in rec["items"]], "the clicked item counts as seen"
+    letters = pipeline.read_all(pipeline.topics.dead_letters)
+    assert not [m for m in letters if (json.loads(m.value)["source"]["partition"],
+                                       json.loads(m.value)["source"]["offset"]) == trigger
+                and json.loads(m.value)["source"]["topic"] == pipeline.topics.clicks]
 
 
 BAD_CLICKS = {
