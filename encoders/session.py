@@ -62,9 +62,15 @@ def create_session(
     fallback: ort.InferenceSession | None = None
     if device in ("auto", "cuda"):
         if CUDA_PROVIDER in ort.get_available_providers():
-            session = ort.InferenceSession(
-                path, sess_options=options, providers=[CUDA_PROVIDER, CPU_PROVIDER]
-            )
+            # The probe's failure on a CPU host is onnxruntime's default logger's ERROR (the CUDA
+            # library cannot load): expected there, and said below in one plain line instead.
+            ort.set_default_logger_severity(4)
+            try:
+                session = ort.InferenceSession(
+                    path, sess_options=options, providers=[CUDA_PROVIDER, CPU_PROVIDER]
+                )
+            finally:
+                ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
             if session.get_providers()[0] == CUDA_PROVIDER:
                 return session, CUDA_PROVIDER
             fallback = session  # ORT already fell back to the CPU EP: reuse it

@@ -105,7 +105,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     settings = _settings(args)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     run_worker(settings, stages=stages, worker_name=args.name, metrics_port=args.metrics_port,
-               metrics_host=args.metrics_host)
+               metrics_host=args.metrics_host, advertised_host=args.advertised_host)
 
 
 def cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve /metrics (Prometheus), /healthz (alive) and /readyz (index caught up, group "
                         "joined) on this port (default: none)")
     p.add_argument("--metrics-host", default="0.0.0.0", help="address the metrics port binds to")
+    p.add_argument("--advertised-host",
+                   help="host name other workers redirect pulls for this worker's users to (default: this "
+                        "machine's host name; a pod's name or IP on Kubernetes)")
     _options(p, KAFKA, DATA, MODEL, INDEX, json_flag=False)
     p.set_defaults(handler=cmd_worker)
 

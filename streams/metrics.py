@@ -8,7 +8,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import ClassVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 
 #: Fine below the 100 ms freshness target (5 ms steps), so that its p99 can be read
@@ -25,6 +25,10 @@ class Metrics:
     forgotten: Counter
     index_items: Gauge
     clicks_held: Gauge
+    consumer_lag: Gauge
+    user_states: Gauge
+    encoder_batch_seconds: Histogram
+    build: Info
     click_seconds: Histogram
     click_batch_size: Histogram
     item_freshness_seconds: Histogram
@@ -45,6 +49,16 @@ class Metrics:
                 index_items=Gauge("recstream_index_items", "Items in this worker's catalogue and vector index"),
                 clicks_held=Gauge("recstream_clicks_held",
                                   "Clicks on items not indexed yet, held until their item arrives or time runs out"),
+                consumer_lag=Gauge("recstream_consumer_lag",
+                                   "Records of an assigned input partition not yet committed by this worker",
+                                   ["topic", "partition"]),
+                user_states=Gauge("recstream_user_states",
+                                  "User states held by this worker (RocksDB's estimate over its partitions)"),
+                encoder_batch_seconds=Histogram(
+                    "recstream_encoder_batch_seconds", "One batch of item texts through the encoder",
+                    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+                ),
+                build=Info("recstream_build", "recstream version and the model versions this worker serves"),
                 click_seconds=Histogram(
                     "recstream_click_seconds", "Click decode -> recommendation produced, in this worker",
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),

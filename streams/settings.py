@@ -249,6 +249,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Local state, models, caches.")
     app_id: str = Field("recstream", description="faust app id = consumer group prefix.")
+    summary_every_s: float = Field(
+        30.0, ge=0,
+        description="A worker logs a one-line summary (clicks/s, p99, lag, dead letters) this often; 0 never.",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)

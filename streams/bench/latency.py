@@ -798,6 +798,14 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn
         if pipeline is not None:
             display.done(f"pipeline: {_fmt(pipeline)}")
 
+        if pipeline is not None:
+            with display.stage("pull: a user's list over HTTP, beside the push path"):
+                await bench.quiesce()
+                pulls = await asyncio.to_thread(measure_pulls, bench.metrics_port, bench.users, PULLS)
+            report["pull_ms"] = pulls
+            display.done(f"pull: p50 {pulls['p50']} ms, p99 {pulls['p99']} ms over {pulls['n']} requests "
+                         f"(push p50 {pipeline.summary()['p50']} ms, p99 {pipeline.summary()['p99']} ms)")
+
         if relay is not None and pipeline is not None:
             p_p99, r_p99 = pipeline.summary()["p99"], relay.summary()["p99"]
             report.update({
@@ -849,6 +857,36 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn
     diagnostics["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     report["diagnostics"] = diagnostics
     return report
+
+
+#: Pulls timed after the pipeline phase (one after another, as a page load would).
+PULLS = 500
+
+
+def measure_pulls(port: int | None, users: int, count: int) -> dict[str, Any]:
+    """``count`` pulls of ``GET /users/{id}/recommendations`` for users of the synthetic
+    population, one after another on one connection: latency percentiles (ms), and how many
+    did not answer 200."""
+    import http.client
+
+    from streams.bench.load import user_key
+
+    if port is None:
+        raise BenchError("the worker serves no endpoints port")
+    rng = np.random.default_rng(11)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    latencies, failed = [], 0
+    try:
+        for user in rng.integers(0, users, size=count):
+            began = time.perf_counter()
+            connection.request("GET", f"/users/{user_key(int(user))}/recommendations")
+            response = connection.getresponse()
+            response.read()
+            latencies.append((time.perf_counter() - began) * 1000.0)
+            failed += response.status != 200
+    finally:
+        connection.close()
+    return {**percentiles_ms(latencies), "n": count, "failed": failed}
 
 
 def _fmt(phase: Phase) -> str:

@@ -20,14 +20,18 @@ import faust
 from streams import snapshot
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.stages import encode, endpoints, index_replica, recommend
+from streams.stages import encode, endpoints, index_replica, recommend, status
 from streams.stages.context import RecstreamApp, WorkerContext, limits_of
 from streams.stages.endpoints import Health
+from streams.stages.pull import PullApi
 from streams.transport import SCHEME
 
 log = logging.getLogger(__name__)
 
 STAGES = ("encode", "index", "recommend")
+
+#: Seconds between refreshes of the polled gauges (consumer lag, user states).
+GAUGES_EVERY_S = 5.0
 
 
 def _credentials(settings: Settings) -> Any:
@@ -48,7 +52,8 @@ def worker_dir(settings: Settings, worker_name: str) -> Path:
     return settings.data_dir / "workers" / worker_name
 
 
-def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0") -> RecstreamApp:
+def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0",
+              canonical_url: str | None = None) -> RecstreamApp:
     """The faust app for the chosen stages; the one place agents are wired."""
     stages = set(stages)
     unknown = stages - set(STAGES)
@@ -76,12 +81,17 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
         # acknowledged (its batch served and produced) before it commits and gives the
         # partition up: no click is answered by two workers.
         stream_wait_empty=True,
+        # This worker's pull API, as the consumer group shares it: faust's partition assignor
+        # tells any worker which member owns a user's partition (streams.stages.pull).
+        **({"canonical_url": canonical_url} if canonical_url else {}),
     )
     app.recstream_settings = settings
     ctx = WorkerContext(settings=settings, app=app, metrics=Metrics.get(), limits=limits_of(settings),
-                        health=Health(needs_index=bool(stages & {"index", "recommend"})))
+                        health=Health(needs_index=bool(stages & {"index", "recommend"})),
+                        stages=tuple(s for s in STAGES if s in stages), worker_name=worker_name)
     app.recstream_context = ctx
-    _watch_health(app, ctx.health)
+    _watch_health(app, ctx)
+    _report(app, ctx)
     topics = settings.topics
     ctx.dead_letters = app.topic(topics.dead_letters, key_type=bytes, value_type=bytes)
     if "encode" in stages:
@@ -90,11 +100,38 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
         index_replica.register(ctx)
     if "recommend" in stages:
         recommend.register(ctx, crowd_path=snapshot.crowd_path(datadir), worker_name=worker_name)
+        ctx.pull = PullApi(ctx)
+
+        @app.task
+        async def pull_api() -> None:
+            ctx.pull.attach(asyncio.get_running_loop())
     return app
 
 
-def _watch_health(app: RecstreamApp, health: Health) -> None:
-    """Keep ``health`` (what /healthz and /readyz answer) in step with the app."""
+def _report(app: RecstreamApp, ctx: WorkerContext) -> None:
+    """Polled gauges (lag, user states, build info) every few seconds; the summary line."""
+
+    @app.task
+    async def report() -> None:
+        summary = status.Summary(ctx)
+        every_s = ctx.settings.summary_every_s
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(GAUGES_EVERY_S)
+            try:
+                status.refresh_gauges(ctx)
+            except Exception:  # noqa: BLE001 - reporting must never stop serving
+                log.debug("could not refresh the polled gauges", exc_info=True)
+            now = time.monotonic()
+            if every_s and now - last >= every_s:
+                status.log.info("last %.0f s: %s", now - last, summary.line(now - last))
+                last = now
+
+
+def _watch_health(app: RecstreamApp, ctx: WorkerContext) -> None:
+    """Keep ``ctx.health`` (what /healthz and /readyz answer) in step with the app; say "ready"
+    once, when the worker first serves."""
+    health = ctx.health
 
     @app.task
     async def heartbeat() -> None:
@@ -103,10 +140,11 @@ def _watch_health(app: RecstreamApp, health: Health) -> None:
             await asyncio.sleep(1.0)
 
     async def rebalance_complete(sender: Any, **_: Any) -> None:
-        if not health.joined:
-            log.info("joined consumer group %s: %d partitions assigned", app.conf.id,
-                     len(app.consumer.assignment()))
+        first = not health.joined
         health.joined, health.rebalancing = True, False
+        if first:
+            status.build_info(ctx)
+            status.log.info("%s", status.ready_line(ctx, ctx.stages, ctx.worker_name, ctx.endpoints))
         health.assigned = len(app.consumer.assignment())
 
     async def partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
@@ -117,7 +155,8 @@ def _watch_health(app: RecstreamApp, health: Health) -> None:
 
 
 def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0",
-               metrics_port: int | None = None, metrics_host: str = "0.0.0.0") -> None:
+               metrics_port: int | None = None, metrics_host: str = "0.0.0.0",
+               advertised_host: str | None = None) -> None:
     """Create the topics if missing, then run the faust worker until it is stopped."""
     from faust.worker import Worker
 
@@ -129,10 +168,16 @@ def run_worker(settings: Settings, *, stages: Iterable[str] = STAGES, worker_nam
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
-    app = build_app(settings, stages=stages, worker_name=worker_name)
+    canonical_url = None
+    if metrics_port:
+        import socket
+
+        canonical_url = f"http://{advertised_host or socket.gethostname()}:{metrics_port}"
+    app = build_app(settings, stages=stages, worker_name=worker_name, canonical_url=canonical_url)
     ctx = app.recstream_context
     if metrics_port:
-        endpoints.serve(ctx.health, metrics_port, host=metrics_host)
+        endpoints.serve(ctx.health, metrics_port, host=metrics_host, pull=ctx.pull)
+        ctx.endpoints = f"http://{metrics_host}:{metrics_port}/metrics /healthz /readyz"
     if ctx.replica is not None:
         asyncio.run(ctx.replica.catch_up())  # before joining the group: serve only a complete index
     if ctx.crowd is not None:

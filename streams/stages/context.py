@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from streams.recommend import Recommender
     from streams.stages.crowd import CrowdShare
     from streams.stages.index_replica import IndexReplica
+    from streams.stages.pull import PullApi
     from streams.stages.recommend import RecommendStage
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ def limits_of(settings: Settings) -> RecordLimits:
                         max_record_bytes=lim.max_record_bytes)
 
 
+#: What a dead-letter reason usually means, for its first log line. Record contents are never
+#: logged (they may hold personal data): the dead letter has them.
+_HINTS = {
+    "future_timestamp": " - timestamps are float seconds since the epoch: is this one in milliseconds?",
+    "key_mismatch": " - clicks and user-control must be keyed by their user_id",
+    "unknown_item": " - the click's item was not indexed in time: produce items before their clicks",
+    "not_json": " - records are JSON objects, UTF-8",
+    "null_value": " - a record with no value; items are deleted with {\"op\": \"delete\"}",
+    "missing_field": "",
+    "oversize": " - see RECSTREAM_LIMITS__*",
+}
+
+
 @dataclass
 class WorkerContext:
     """What the agents share inside one worker process."""
@@ -58,6 +72,12 @@ class WorkerContext:
     index_ready: asyncio.Event = field(default_factory=asyncio.Event)
     dead_letters: Any = None
     health: Health = field(default_factory=Health)  # what /healthz and /readyz answer
+    stages: tuple[str, ...] = ()
+    worker_name: str = "w0"
+    encoder_version: str = ""  # the encode stage's model, when this worker runs it
+    endpoints: str | None = None  # where /metrics, /healthz and /readyz are served, when they are
+    pull: PullApi | None = None  # the pull API, on workers with the recommend stage
+    _reasons_seen: set[str] = field(default_factory=set)
 
     def mark_index_ready(self) -> None:
         """The replica has caught up: the recommend stage may serve, the worker may be ready."""
@@ -73,7 +93,17 @@ class WorkerContext:
         return encode_json(letter)
 
     def count_letter(self, topic: str, error: Exception) -> None:
-        self.metrics.dead_letters.labels(topic=topic, reason=reason_of(error)).inc()
+        """Count a dead letter the broker has; the first of each reason is also logged, with
+        what it means (later ones are counted in the periodic summary: no log flood)."""
+        reason = reason_of(error)
+        self.metrics.dead_letters.labels(topic=topic, reason=reason).inc()
+        if reason not in self._reasons_seen:
+            self._reasons_seen.add(reason)
+            field_name = getattr(error, "field", None)
+            log.warning("a record on %s was dead-lettered: %s%s%s (the first %s; the summary counts the "
+                        "rest; `recstream tail %s` shows them)", topic, reason,
+                        f" at {field_name}" if field_name else "", _HINTS.get(reason, ""), reason,
+                        self.settings.topics.dead_letters)
 
     async def reject(self, message: Any, error: Exception) -> None:
         """A record that could not be read: its dead letter. An error no decode rule names is

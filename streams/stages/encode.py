@@ -20,6 +20,7 @@ def register(ctx: WorkerContext) -> None:
     settings = ctx.settings
     encoder = ItemEncoder.load(settings.model_dir, device=settings.model.device, threads=settings.model.threads)
     log.info("encoder %s on %s (%s)", encoder.version, encoder.provider, encoder.variant)
+    ctx.encoder_version = encoder.version
     items = ctx.app.topic(settings.topics.items, key_type=bytes, value_type=bytes)
     vectors = ctx.app.topic(settings.topics.item_vectors, key_type=bytes, value_type=bytes)
     loop_executor = None  # default thread pool: onnxruntime releases the GIL while it runs
@@ -45,7 +46,9 @@ def register(ctx: WorkerContext) -> None:
                     upserts.append((item, message.timestamp, message))
             if not upserts:
                 continue
+            began = time.perf_counter()
             encoded = await _encode(encoder, upserts, loop_executor)
+            ctx.metrics.encoder_batch_seconds.observe(time.perf_counter() - began)
             ctx.metrics.items_encoded.inc(sum(not isinstance(v, Exception) for v in encoded))
             for (item, described_s, message), vector in zip(upserts, encoded, strict=True):
                 if isinstance(vector, Exception):

@@ -1,4 +1,4 @@
-"""A worker's HTTP endpoints, on its metrics port: ``/metrics``, ``/healthz``, ``/readyz``.
+"""A worker's HTTP endpoints, on its metrics port: ``/metrics``, ``/healthz``, ``/readyz``, the pull API.
 
 What orchestrators probe (Kubernetes, compose health checks) and Prometheus scrapes:
 
@@ -12,6 +12,8 @@ What orchestrators probe (Kubernetes, compose health checks) and Prometheus scra
   after table recovery), else 503. Later rebalances do not make it unready: the member is
   still in the group, and readiness flapping on every scale-out would stall rolling updates
   and disruption budgets for nothing. The body says why, as JSON.
+- ``/users/{user_id}/recommendations`` and ``/items/{item_id}/similar``: the pull API
+  (:mod:`streams.stages.pull`), on workers with the recommend stage.
 - anything else: 404.
 
 Served by the standard library's WSGI server in a daemon thread (as prometheus_client's own
@@ -26,11 +28,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
+
+if TYPE_CHECKING:
+    from streams.stages.pull import PullApi
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +77,27 @@ class Health:
         }
 
 
-def wsgi_app(health: Health) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+ENDPOINTS = ["/metrics", "/healthz", "/readyz", "/users/{user_id}/recommendations", "/items/{item_id}/similar"]
+
+
+def wsgi_app(health: Health, pull: PullApi | None = None) -> Callable[[dict[str, Any], Callable[..., Any]],
+                                                                     Iterable[bytes]]:
     metrics = make_wsgi_app()
     probes = {"/healthz": health.alive, "/readyz": health.ready}
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
+        # PEP 3333: PATH_INFO is the request's bytes as latin-1; ids are UTF-8 (Chinese too).
+        path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
         if path == "/metrics":
             return metrics(environ, start_response)
         probe = probes.get(path)
         if probe is None:
-            body = json.dumps({"error": f"no such endpoint: {path}",
-                               "endpoints": ["/metrics", "/healthz", "/readyz"]}).encode()
+            answer = pull.answer(path, environ.get("QUERY_STRING", "")) if pull is not None else None
+            if answer is not None:
+                start_response(f"{answer.status} {HTTPStatus(answer.status).phrase}",
+                               [("Content-Type", "application/json"), *answer.headers])
+                return [json.dumps(answer.body, ensure_ascii=False).encode()]
+            body = json.dumps({"error": f"no such endpoint: {path}", "endpoints": ENDPOINTS}).encode()
             start_response("404 Not Found", [("Content-Type", "application/json")])
             return [body]
         ok, detail = probe()
@@ -101,9 +116,9 @@ class _QuietHandler(WSGIRequestHandler):
         """Probes arrive every few seconds: not worth a log line each."""
 
 
-def serve(health: Health, port: int, host: str = "0.0.0.0") -> WSGIServer:
+def serve(health: Health, port: int, host: str = "0.0.0.0", pull: PullApi | None = None) -> WSGIServer:
     """Start the endpoints on ``host:port`` in a daemon thread; return the server."""
-    server = make_server(host, port, wsgi_app(health), _ThreadingWSGIServer, handler_class=_QuietHandler)
+    server = make_server(host, port, wsgi_app(health, pull), _ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="recstream-endpoints", daemon=True).start()
-    log.info("endpoints on http://%s:%d: /metrics /healthz /readyz", host, port)
+    log.info("endpoints on http://%s:%d: %s", host, port, " ".join(ENDPOINTS if pull else ENDPOINTS[:3]))
     return server

@@ -40,6 +40,18 @@ class UserStates:
         db_for = getattr(self.table.data, "_db_for_partition", None)
         return db_for(partition) if db_for is not None else None
 
+    def count(self, partitions: Iterable[int]) -> int:
+        """About how many users have a state in ``partitions`` (RocksDB's own estimate of its
+        keys: exact counting would read the whole store)."""
+        if getattr(self.table.data, "_db_for_partition", None) is None:  # the in-memory store
+            return len(self.table.data.data)
+        total = 0
+        for partition in partitions:
+            db = self._db(partition)
+            estimate = db.property_int_value("rocksdb.estimate-num-keys") if db is not None else None
+            total += int(estimate or 0)
+        return total
+
     def load(self, keys: Iterable[tuple[bytes, int]]) -> dict[bytes, UserState | None]:
         """Each ``(user key, partition)``'s stored state (``None``: a user never seen).
 

@@ -39,6 +39,9 @@ def test_short_bench_accounts_for_every_click(kafka_broker: LocalBroker, tmp_pat
     assert report["ratio_p99"] > 0
     assert report["throughput"]["pipeline_clicks_s"] > 0 and report["throughput"]["relay_clicks_s"] > 0
     assert report["diagnostics"]["pipeline"]["sent"] == 150
+    # the pull API timed beside the push path: every pull answered
+    assert report["pull_ms"]["n"] == 500 and report["pull_ms"]["failed"] == 0
+    assert 0 < report["pull_ms"]["p50"] <= report["pull_ms"]["p99"]
     assert plot.stat().st_size > 0
 
 

@@ -63,7 +63,7 @@ class Pipeline:
     def start_worker(self) -> None:
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(self.metrics_port),
-             *self.worker_args],
+             "--advertised-host", "127.0.0.1", *self.worker_args],
             env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
 
     def stop_worker(self) -> None:
@@ -177,6 +177,18 @@ class Pipeline:
             return err.code, json.loads(err.read())
         except OSError:
             return 0, {}
+
+    def get(self, path: str) -> tuple[int, dict[str, str], dict]:
+        """(status, headers, JSON body) of ``GET path`` on the worker, redirects not followed."""
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), json.loads(response.read())
+        finally:
+            connection.close()
 
     @staticmethod
     def wait_for(condition: Callable[[], bool], *, what: str, timeout_s: float = 120.0) -> None:
@@ -299,6 +311,36 @@ def test_a_click_that_overtakes_its_item_waits_for_it(pipeline: Pipeline) -> Non
     assert not [m for m in letters if (json.loads(m.value)["source"]["partition"],
                                        json.loads(m.value)["source"]["offset"]) == trigger
                 and json.loads(m.value)["source"]["topic"] == pipeline.topics.clicks]
+
+
+def test_a_service_pulls_a_users_list_and_similar_items(pipeline: Pipeline) -> None:
+    """On page load, before any click: the user's list now (trending for a stranger), and
+    items like an item; bad requests are 4xx with a reason."""
+    triggers = [pipeline.click("ivy", f"space-{n}", NOW_S + 500 + n) for n in range(3)]
+    pipeline.recommendations(triggers)  # the clicks are applied
+    status, _, body = pipeline.get("/users/ivy/recommendations?k=5")
+    assert status == 200 and body["user_id"] == "ivy" and body["personalised"]
+    ids = [i["item_id"] for i in body["items"]]
+    assert 0 < len(ids) <= 5 and not {"space-0", "space-1", "space-2"} & set(ids), "seen items are left out"
+    assert ids[0].startswith("space-") and body["items"][0]["because"]
+    assert all(0.0 <= i["score"] <= 1.0 for i in body["items"])
+    assert body["models"]["encoder"] == body["model"] and body["models"]["ranker"].startswith("fusion@")
+    again = pipeline.get("/users/ivy/recommendations?k=5")[2]
+    assert [i["item_id"] for i in again["items"]] == ids, "a pull changes nothing"
+
+    status, _, stranger = pipeline.get("/users/%E9%99%8C%E7%94%9F%E4%BA%BA/recommendations")  # 陌生人
+    assert status == 200 and stranger["user_id"] == "陌生人" and not stranger["personalised"]
+    assert stranger["items"] and {i["source"] for i in stranger["items"]} == {"trending"}
+
+    status, _, similar = pipeline.get("/items/jazz-0/similar?k=3")
+    assert status == 200 and len(similar["items"]) == 3
+    assert "jazz-0" not in [i["item_id"] for i in similar["items"]]
+    assert all("jazz" in i["item_id"] for i in similar["items"]), similar
+
+    assert pipeline.get("/items/no-such-item/similar")[0] == 404
+    assert pipeline.get("/users/ivy/recommendations?k=0")[0] == 400
+    assert pipeline.get("/users/ivy/recommendations?k=many")[0] == 400
+    assert pipeline.get("/users/ivy")[0] == 404
 
 
 BAD_CLICKS = {
@@ -531,6 +573,14 @@ def test_two_workers_share_the_partitions(kafka_broker: LocalBroker,
         done = [first.metric("recstream_clicks_total") - before[0],
                 second.metric("recstream_clicks_total") - before[1]]
         assert sum(done) == len(users) and min(done) > 0, f"clicks per worker: {done}"
+        # The pull API: the worker that owns a user's partition answers, the other redirects to it.
+        for user in users:
+            answers = {pipe.metrics_port: pipe.get(f"/users/{user}/recommendations?k=3") for pipe in (first, second)}
+            assert sorted(status for status, _, _ in answers.values()) == [200, 307], answers
+            [(owner, (_, _, body))] = [(port, a) for port, a in answers.items() if a[0] == 200]
+            [(_, headers, _)] = [a for a in answers.values() if a[0] == 307]
+            assert headers["Location"] == f"http://127.0.0.1:{owner}/users/{user}/recommendations?k=3"
+            assert body["personalised"] and 0 < len(body["items"]) <= 3
     finally:
         second.stop_worker()
         first.stop_worker()

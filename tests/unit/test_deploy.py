@@ -63,7 +63,7 @@ def _check_env(env: dict[str, str], where: str) -> Settings:
 
 def _worker_args(args: list[str], where: str) -> Any:
     """The container's arguments as recstream's CLI parses them: a worker with known stages."""
-    parsed = build_parser().parse_args([a.replace("$(POD_NAME)", "pod-0") for a in args])
+    parsed = build_parser().parse_args([a.replace("$(POD_NAME)", "pod-0").replace("$(POD_IP)", "10.0.0.1") for a in args])
     assert parsed.command == "worker", where
     assert set(parsed.stages.split(",")) <= set(STAGES), where
     assert parsed.metrics_port, f"{where}: no --metrics-port, so no probes and no metrics"
