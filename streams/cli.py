@@ -436,6 +436,10 @@ def configure_logging(verbose: bool) -> None:
         # topic's leader is elected: normal on a start, so only shown under -v.
         logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
         logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
+        # faust's services log "Starting..."/"Stopping..." under the module that defines their
+        # class: recstream's App and transport subclasses. recstream logs only warnings there.
+        for name in ("streams.stages.context", "streams.transport"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -451,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose or not known:
             log.debug("recstream %s failed", args.command, exc_info=exc)
         message = str(exc) or type(exc).__name__
+        if type(exc).__name__ == "KafkaConnectionError":  # aiokafka's: say which setting points where
+            message += " (is Kafka up? set --bootstrap-servers or RECSTREAM_KAFKA__BOOTSTRAP_SERVERS)"
         print(f"recstream {args.command}: error: {message}" + ("" if args.verbose else
               "" if known else " (-v shows the traceback)"), file=sys.stderr)
         if as_json:

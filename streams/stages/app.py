@@ -115,7 +115,7 @@ def _report(app: RecstreamApp, ctx: WorkerContext) -> None:
     async def report() -> None:
         summary = status.Summary(ctx)
         every_s = ctx.settings.summary_every_s
-        last = time.monotonic()
+        last = last_said = time.monotonic()
         while True:
             await asyncio.sleep(GAUGES_EVERY_S)
             try:
@@ -124,7 +124,10 @@ def _report(app: RecstreamApp, ctx: WorkerContext) -> None:
                 log.debug("could not refresh the polled gauges", exc_info=True)
             now = time.monotonic()
             if every_s and now - last >= every_s:
-                status.log.info("last %.0f s: %s", now - last, summary.line(now - last))
+                line, active = summary.line(now - last)
+                if active or now - last_said >= status.IDLE_SUMMARY_S:
+                    status.log.info("last %.0f s: %s", now - last, line)
+                    last_said = now
                 last = now
 
 

@@ -1,5 +1,6 @@
 """What a running worker says about itself: one "ready" line when it starts serving, a
-one-line summary every ``summary_every_s`` (clicks/s, p99, lag, held clicks, dead letters),
+one-line summary every ``summary_every_s`` (clicks/s, p99, lag, held clicks, dead letters;
+an idle worker says so every ``IDLE_SUMMARY_S`` only),
 and the gauges that are polled rather than counted (consumer lag per partition, user
 states, build info).
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from streams.stages.context import WorkerContext
 
 log = logging.getLogger("recstream.worker")
+
+#: An idle worker's summary comes this seldom (seconds): a quiet log stays readable.
+IDLE_SUMMARY_S = 600.0
 
 
 def _samples(metric: Any, suffix: str = "") -> list[Any]:
@@ -72,7 +76,8 @@ class Summary:
             counts[reason] = counts.get(reason, 0.0) + sample.value
         return counts
 
-    def line(self, elapsed_s: float) -> str:
+    def line(self, elapsed_s: float) -> tuple[str, bool]:
+        """The summary since the last call, and whether anything happened in between."""
         m = self.ctx.metrics
         clicks, encoded, indexed = _total(m.clicks), _total(m.items_encoded), _total(m.items_indexed)
         letters, buckets = self._dead_letters(), _buckets(m.click_seconds)
@@ -96,9 +101,11 @@ class Summary:
             parts.append(f"{encoded - self._encoded:.0f} items encoded")
         if indexed > self._indexed:
             parts.append(f"{indexed - self._indexed:.0f} items indexed")
+        active = clicks > self._clicks or bool(new_letters) or encoded > self._encoded or indexed > self._indexed \
+            or lag > 0 or held > 0
         self._clicks, self._letters, self._encoded, self._indexed = clicks, letters, encoded, indexed
         self._click_buckets = buckets
-        return "; ".join(parts)
+        return "; ".join(parts), active
 
 
 def refresh_gauges(ctx: WorkerContext) -> None:
