@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from streams import logs
 from streams.errors import RecstreamError
 
 log = logging.getLogger("recstream")
@@ -36,6 +37,8 @@ def _settings(args: argparse.Namespace) -> Any:
     if getattr(args, "index_url", None):
         overrides.setdefault("index", {})["url"] = args.index_url
     base = Settings()
+    password = base.kafka.sasl_password
+    logs.protect(password.get_secret_value() if password is not None else None)
     if not overrides:
         return base
     merged = base.model_dump()
@@ -417,34 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Loggers of libraries that speak at INFO (and some at ERROR) about a normal start: kept at
-#: WARNING unless ``-v`` (faust's rebalance chatter, aiokafka's coordinator retries).
-_CHATTY = ("faust", "mode", "aiokafka", "kafka", "httpx", "urllib3", "filelock", "huggingface_hub",
-           "onnxruntime")
-
-
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        for name in _CHATTY:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        # aiokafka logs a retried metadata or coordinator error at ERROR while a fresh
-        # topic's leader is elected: normal on a start, so only shown under -v.
-        logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
-        logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
-        # faust's services log "Starting..."/"Stopping..." under the module that defines their
-        # class: recstream's App and transport subclasses. recstream logs only warnings there.
-        for name in ("streams.stages.context", "streams.transport"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
+    logs.configure(args.verbose)
     as_json = getattr(args, "json", False)
     try:
         report = args.handler(args)

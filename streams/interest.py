@@ -165,6 +165,8 @@ class UserState(msgspec.Struct, frozen=True, array_like=True):
         disliked: the last ``max_disliked`` disliked item ids, newest last, unique.
         clicks: events applied (replays excluded), dislikes included.
         last_ts_s: newest event time seen; the state's clock.
+        forgotten_at_s: when the user was last forgotten (see :func:`forgotten`): events
+            dated at or before it change nothing.
     """
 
     user_id: str
@@ -176,6 +178,7 @@ class UserState(msgspec.Struct, frozen=True, array_like=True):
     disliked: tuple[str, ...] = ()
     clicks: int = 0
     last_ts_s: float = -math.inf
+    forgotten_at_s: float = -math.inf  # last: states written before it existed decode unchanged
 
     @property
     def session_array(self) -> np.ndarray | None:
@@ -186,6 +189,16 @@ class UserState(msgspec.Struct, frozen=True, array_like=True):
 def new_state(user_id: str) -> UserState:
     """An empty state for a user never seen before."""
     return UserState(user_id=user_id)
+
+
+def forgotten(user_id: str, at_s: float) -> UserState:
+    """What a forget leaves of a user: no history, no interests, only when it happened.
+
+    Clicks and forgets travel on different topics, so a click made before the forget can be
+    processed after it (and a replay reads the old clicks again): :func:`update_interest`
+    ignores every event dated at or before ``at_s``, so none of them brings the user back.
+    """
+    return UserState(user_id=user_id, forgotten_at_s=at_s)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -295,7 +308,8 @@ def update_interest(
         params: model knobs.
 
     Returns:
-        The new state, or ``state`` itself when the event is a replay of one in ``recent``.
+        The new state, or ``state`` itself when the event is a replay of one in ``recent`` or
+        is dated at or before the user's last forget.
 
     Raises:
         StateError: ``ts_s`` or ``weight`` is not finite.
@@ -306,6 +320,8 @@ def update_interest(
         state = new_state(user_id)
     ts_s = float(ts_s)
     weight = float(weight)
+    if ts_s <= state.forgotten_at_s:
+        return state  # from before the user was forgotten
     for ev in state.recent:
         if ev.item_id == item_id and ev.ts_s == ts_s and ev.weight == weight:
             return state  # at-least-once redelivery: already applied
@@ -352,6 +368,7 @@ def update_interest(
         disliked=disliked,
         clicks=state.clicks + 1,
         last_ts_s=t,
+        forgotten_at_s=state.forgotten_at_s,
     )
 
 

@@ -205,6 +205,12 @@ class StateSettings(_Section):
     merge_threshold: float = Field(
         0.6, ge=-1, le=1, description="Cosine above which a click reinforces an existing interest."
     )
+    changelog_compaction_lag_s: float = Field(
+        86_400.0, gt=0,
+        description="Longest time a superseded user state (a forgotten user's history too) stays in the "
+                    "state changelog topic before Kafka compacts it away (max.compaction.lag.ms and segment.ms "
+                    "of the changelog, set when the topic is created).",
+    )
 
 
 class RecommendSettings(_Section):

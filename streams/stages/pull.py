@@ -100,7 +100,7 @@ class PullApi:
         [ranked] = recommender.recommend_batch([Request(state, now_s)], record_exposure=False)
         items = [{"item_id": r.item_id, "score": round(unit_score(r.score), 6), "because": list(r.because),
                   "source": r.source} for r in ranked[:k]]
-        return Answer(200, {"user_id": user_id, "items": items, "personalised": state is not None,
+        return Answer(200, {"user_id": user_id, "items": items, "personalised": state is not None and state.clicks > 0,
                             "model": recommender.catalog.model_version, "models": recommender.model_versions(),
                             "generated_at": now_s, "schema_version": SCHEMA_VERSION})
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.interest import UserState
+from streams.interest import UserState, forgotten
 from streams.ranking import unit_score
 from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request
 from streams.records import (
@@ -147,6 +147,13 @@ class RecommendStage:
                 await self.serve(events, hold=hold)
             finally:
                 self._busy = False
+
+    async def forget(self, key: bytes, partition: int, user_id: str, at_s: float) -> None:
+        """Replace the user's state with :func:`~streams.interest.forgotten` (locally and in
+        the changelog, where it supersedes every earlier state once compacted). Between batches:
+        a batch that loaded the user's state must not write it back over the forget."""
+        async with self._serving:
+            self.states.write({key: (partition, forgotten(user_id, at_s))})
 
     # ------------------------------------------------------------------ clicks that overtook their item
 
@@ -395,7 +402,11 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
     topics = settings.topics
     clicks = app.topic(topics.clicks, key_type=bytes, value_type=bytes)
     control = app.topic(topics.user_control, key_type=bytes, value_type=bytes)
-    table = app.Table("user-state", default=None, key_type=bytes, value_type=bytes, partitions=topics.partitions)
+    # A forget replaces a state; compaction removes the replaced ones from the changelog within
+    # the configured lag (Kafka rolls the active segment for it: KIP-354).
+    lag_ms = str(int(settings.state.changelog_compaction_lag_s * 1000))
+    table = app.Table("user-state", default=None, key_type=bytes, value_type=bytes, partitions=topics.partitions,
+                      extra_topic_configs={"max.compaction.lag.ms": lag_ms, "segment.ms": lag_ms})
     stage = ctx.recommend_stage = RecommendStage(ctx, UserStates(table))
     crowd = ctx.crowd = CrowdShare(ctx, crowd_path, worker_name=worker_name)
     app.recstream_before_revoke = stage.drain
@@ -419,6 +430,8 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
                 await ctx.reject(message, exc)
                 continue
             if command.op == "forget":
-                table.pop(message.key, None)  # deleting a key writes a changelog tombstone
+                # The record's own time (Kafka's), not the worker's: the same on a replay.
+                at_s = message.timestamp if message.timestamp is not None else time.time()
+                await stage.forget(message.key, message.partition, command.user_id, at_s)
                 ctx.metrics.forgotten.inc()
                 log.debug("forgot a user (partition %d)", message.partition)  # never the id: it is personal data

@@ -283,18 +283,50 @@ def test_deleted_items_are_never_recommended(pipeline: Pipeline) -> None:
         assert "jazz-extra" not in [i["item_id"] for i in rec["items"]]
 
 
-def test_forget_drops_state_and_writes_a_tombstone(pipeline: Pipeline) -> None:
+def test_forget_drops_state_for_good(pipeline: Pipeline) -> None:
+    """A forget replaces the user's state, locally and in the changelog (whose superseded
+    records Kafka compacts away within the configured lag); a click made before the forget
+    but processed after it (clicks and forgets travel on different topics) changes nothing."""
+    from streams.interest import decode_state
+
     for n in range(3):
         pipeline.click("frank", f"cook-{n}", NOW_S + 300 + n)
+    forgets = pipeline.metric("recstream_users_forgotten_total")
     pipeline.produce(pipeline.topics.user_control, [(b"frank", b'{"user_id": "frank", "op": "forget"}')])
-    pipeline.wait_for(lambda: pipeline.metric("recstream_users_forgotten_total") >= 1, what="forget applied")
-    trigger = pipeline.click("frank", "jazz-3", NOW_S + 310)
+    pipeline.wait_for(lambda: pipeline.metric("recstream_users_forgotten_total") >= forgets + 1,
+                      what="forget applied")
+    late = pipeline.click("frank", "cook-3", time.time() - 60)  # made a minute before the forget
+    [rec] = pipeline.recommendations([late])[late]
+    assert not {b for i in rec["items"] for b in i["because"]}, "nothing of frank's history is left"
+    status, _, pulled = pipeline.get("/users/frank/recommendations")
+    assert status == 200 and not pulled["personalised"], "the late click did not bring frank back"
+
+    trigger = pipeline.click("frank", "jazz-3", time.time() + 1)  # after the forget: a fresh start
     [rec] = pipeline.recommendations([trigger])[trigger]
-    # a fresh state: the only past item is the new click, and cooking may be recommended again
     assert {b for i in rec["items"] for b in i["because"]} <= {"jazz-3"}
-    changelog = f"recstream-test-{pipeline.topics.clicks.split('-')[-1]}-user-state-changelog"
-    messages = pipeline.read(changelog, lambda ms: any(m.key == b"frank" and m.value is None for m in ms))
-    assert any(m.key == b"frank" and m.value is None for m in messages)
+
+    suffix = pipeline.topics.clicks.split("-")[-1]
+    changelog = f"recstream-test-{suffix}-user-state-changelog"
+    messages = pipeline.read(changelog, lambda ms: any(m.key == b"frank" and m.value is not None
+                                                       and decode_state(m.value).clicks == 0 for m in ms))
+    marker = next(decode_state(m.value) for m in messages if m.key == b"frank" and decode_state(m.value).clicks == 0)
+    assert not marker.recent and not marker.interests and marker.forgotten_at_s > NOW_S
+
+    async def changelog_configs() -> dict[str, str]:
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+        admin = AIOKafkaAdminClient(**pipeline.kafka.client_kwargs())
+        await admin.start()
+        try:
+            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog)])
+            return {entry[0]: entry[1] for *_, entries in response.resources for entry in entries}
+        finally:
+            await admin.close()
+
+    configs = asyncio.run(changelog_configs())
+    assert configs["max.compaction.lag.ms"] == configs["segment.ms"] == str(86_400_000)
+    assert configs["cleanup.policy"] == "compact"
 
 
 def test_a_click_that_overtakes_its_item_waits_for_it(pipeline: Pipeline) -> None:

@@ -17,6 +17,7 @@ from streams.interest import (
     decay,
     decode_state,
     encode_state,
+    forgotten,
     recent_positive,
     seen_items,
     session_vector,
@@ -293,3 +294,26 @@ def test_caller_vector_is_not_modified():
     before = v.copy()
     update_interest(None, user_id="u", item_id="i", vector=v, ts_s=T0, weight=1.0, params=PARAMS)
     np.testing.assert_array_equal(v, before)
+
+
+def test_a_forgotten_user_is_not_brought_back_by_clicks_from_before_the_forget():
+    """Clicks and forgets travel on different topics: a click made before the forget may be
+    processed after it, and a replay reads the old clicks again. Neither changes the state."""
+    before = apply(None, [("i00", T0, 1.0, True), ("i01", T0 + 1, 1.0, True)])
+    assert before is not None and before.clicks == 2
+    gone = forgotten("u1", T0 + 10)
+    assert gone.clicks == 0 and not gone.interests and not gone.recent
+    assert apply(gone, [("i00", T0, 1.0, True), ("i02", T0 + 10, 1.0, True)]) is gone
+    after = apply(gone, [("i30", T0 + 11, 1.0, True)])
+    assert after.clicks == 1 and [e.item_id for e in after.recent] == ["i30"]
+    assert after.forgotten_at_s == T0 + 10, "the fence outlives the next click"
+    assert apply(after, [("i01", T0 + 5, 1.0, True)]) is after
+    assert decode_state(encode_state(after)) == after
+
+
+def test_a_state_written_before_the_forget_fence_existed_still_decodes():
+    import msgspec
+
+    state = apply(None, [("i00", T0, 1.0, True)])
+    old_layout = msgspec.msgpack.encode(msgspec.msgpack.decode(encode_state(state))[:-1])  # no forgotten_at_s
+    assert decode_state(old_layout) == state
