@@ -51,6 +51,11 @@ class KafkaSettings(_Section):
         "polling; brokers that hold every fetch for the full wait (Tansu) add it to latency.",
     )
     linger_ms: int = Field(0, ge=0, description="Producer batching delay; 0 sends at once.")
+    session_timeout_s: float = Field(
+        10.0, ge=6, le=300,
+        description="A worker that stops heartbeating (killed, frozen) loses its partitions, and a crashed "
+                    "worker's successor gets them, after this long (Kafka's group.min.session.timeout.ms is 6 s).",
+    )
     consumer_extra: dict[str, Any] = Field(
         default_factory=dict, description="Extra aiokafka consumer kwargs, merged last."
     )

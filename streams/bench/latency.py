@@ -569,6 +569,13 @@ class BenchRun:
                 self.sender.terminate()
         self.stop_worker(30.0)
 
+    def kill_worker(self) -> None:
+        """SIGKILL the worker: a crash, no clean shutdown (no leaving the group, no snapshots)."""
+        worker, self.worker = self.worker, None
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
     def stop_worker(self, timeout_s: float) -> bool:
         """SIGTERM the worker (a clean shutdown) and wait; kill it after ``timeout_s``.
         Returns whether it stopped by itself (or was not running)."""

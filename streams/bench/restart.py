@@ -11,6 +11,9 @@ every user id) and N synthetic item vectors to ``item-vectors``. Then, twice:
 * ``restart``: that worker is stopped (SIGTERM, a clean shutdown) and started again on the
   same data dir (RocksDB keeps the table and its changelog offsets): the ordinary restart,
   the figure the target is about.
+* ``after_crash``: that worker is killed (SIGKILL: it neither leaves its group nor writes its
+  snapshots) and started again on the same data dir. Its partitions come back once the group
+  coordinator has timed the dead member out (``kafka.session_timeout_s``).
 
 Each time is from the worker process's launch to the arrival of the recommendation for a
 click produced right after the launch (a worker serves nothing before its table is
@@ -197,7 +200,13 @@ async def _run(bench: BenchRun, ready_timeout_s: float) -> dict[str, Any]:
                 raise BenchError("the worker did not stop within 60 s of SIGTERM: no clean restart to time")
             warm = await _time_to_serve(bench, "restart", ready_timeout_s)
         display.done(f"restart: serving after {warm['seconds']} s")
+        with display.stage("after a crash: SIGKILL, then the same data dir"):
+            await asyncio.sleep(2.0)  # serving for a moment, as a crash finds a worker
+            bench.kill_worker()
+            crashed = await _time_to_serve(bench, "after a crash", ready_timeout_s)
+        display.done(f"after a crash: serving after {crashed['seconds']} s")
     finally:
         await bench.close()
-    return {"state_mb": round(written / 1e6, 1), "cold_start": cold, "restart": warm, "target_s": TARGET_S,
-            "met": warm["seconds"] <= TARGET_S}
+    return {"state_mb": round(written / 1e6, 1), "cold_start": cold, "restart": warm, "after_crash": crashed,
+            "session_timeout_s": bench.settings.kafka.session_timeout_s,
+            "target_s": TARGET_S, "met": warm["seconds"] <= TARGET_S}

@@ -81,6 +81,11 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
         # acknowledged (its batch served and produced) before it commits and gives the
         # partition up: no click is answered by two workers.
         stream_wait_empty=True,
+        # A crashed worker's partitions wait for the coordinator to time the dead member out.
+        # Static membership (KIP-345) would hand them back on rejoin at once, but a static
+        # member restarted cleanly never rejoined here (aiokafka 0.14, faust's assignor).
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=settings.kafka.session_timeout_s / 3.0,
         # This worker's pull API, as the consumer group shares it: faust's partition assignor
         # tells any worker which member owns a user's partition (streams.stages.pull).
         **({"canonical_url": canonical_url} if canonical_url else {}),

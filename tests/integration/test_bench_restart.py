@@ -44,6 +44,8 @@ def test_restart_reads_only_what_the_cold_start_left(kafka_broker: LocalBroker, 
     # The cold start read every item vector; the restart resumed from the replica's snapshot.
     assert (report["cold_start"]["index_resumed"], report["restart"]["index_resumed"]) == (False, True)
     assert report["met"] == (report["restart"]["seconds"] <= report["target_s"])
+    # after a SIGKILL the worker serves again once the dead member's session has timed out
+    assert report["after_crash"]["seconds"] > 0 and report["after_crash"]["index_resumed"]
     # faust logs where its changelog reading starts: from nothing (-1) on the cold start, from
     # the offsets RocksDB kept on the restart.
     log = (keep / "worker.log").read_text()
