@@ -190,6 +190,9 @@ class Recommendation(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.field(default_factory=dict)
     generated_at_s: Annotated[float, _doc("When it was made, float seconds since the epoch.")] = \
         msgspec.field(name="generated_at")
+    redelivered: Annotated[bool, _doc("The click was answered before (its state change was already applied: "
+                                      "a crash or rebalance re-read it); this list is ranked on the state "
+                                      "as it is now, which may include later clicks.")] = False
     schema_version: Annotated[int, _doc("Version of this record contract.")] = SCHEMA_VERSION
 
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.interest import UserState, forgotten
+from streams.interest import UserState, already_applied, forgotten
 from streams.ranking import unit_score
-from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request
+from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request, event_weight
 from streams.records import (
     Click,
     DecodeReason,
@@ -69,6 +69,7 @@ class _User:
     state: UserState | None
     changed: bool = False
     clicks: list[tuple[Any, Click]] = field(default_factory=list)  # (faust event, click)
+    redelivered: set[int] = field(default_factory=set)  # ids of the events whose click was applied before
 
 
 class RecommendStage:
@@ -310,6 +311,8 @@ class RecommendStage:
             if user.key in broken:
                 letters.append((event, broken[user.key]))
                 continue
+            if already_applied(user.state, click.item_id, click.ts_s, event_weight(click)):
+                user.redelivered.add(id(event))
             try:
                 new = recommender.observe(user.state, click, learned)
             except Exception as exc:  # noqa: BLE001 - a click the state cannot absorb: dead letter
@@ -371,7 +374,8 @@ class RecommendStage:
                     user_id=click.user_id, items=shown,
                     trigger=Trigger(topic=message.topic, partition=message.partition, offset=message.offset,
                                     ts_s=click.ts_s),
-                    model=model, models=models, generated_at_s=generated_s)
+                    model=model, models=models, generated_at_s=generated_s,
+                    redelivered=id(event) in user.redelivered)
                 sends.append(await producer.send(self.recommendations_topic, message.key, encode_json(rec),
                                                  None, None, None))
         for event, error in letters:  # errors other than bad records were logged where they arose

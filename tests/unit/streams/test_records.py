@@ -140,7 +140,8 @@ def test_recommendation_wire_names_follow_the_contract() -> None:
     wire = json.loads(encode_json(rec))
     assert wire["trigger"]["ts"] == 1.5 and wire["generated_at"] == 2.5
     # the contract's fields, and the additions (every model version, the contract's version)
-    assert set(wire) == {"user_id", "items", "trigger", "model", "generated_at", "models", "schema_version"}
+    assert set(wire) == {"user_id", "items", "trigger", "model", "generated_at", "models", "redelivered",
+                         "schema_version"}
     assert wire["schema_version"] == SCHEMA_VERSION
     assert decode_recommendation(encode_json(rec)) == rec
 
