@@ -1,15 +1,23 @@
 """``recstream replay``: move a worker group's input offsets back to re-emit or rebuild.
 
 Replaying is safe by design: a recommendation names its trigger (topic, partition,
-offset), so a re-emitted one is recognisably the same click's; and a click still in a
-user's recent window is a no-op for the state (``update_interest`` is idempotent on
-replays). Clicks older than that window would be counted twice, which is what
-``--rebuild-state`` is for: it empties the user-state changelog (DeleteRecords up to its
-end) and the ``crowd`` topic, and removes this machine's local table stores and crowd
-snapshots, so the replayed clicks rebuild every state, and the crowd counts, from scratch. With ``--to-timestamp`` the
-rebuilt state holds only what happened since that time.
+offset), so a re-emitted one is recognisably the same click's (and says ``redelivered``); and
+a click still in a user's recent window is a no-op for the state (``update_interest`` is
+idempotent on replays). Clicks older than that window would be counted twice, which is what
+``--rebuild-state`` is for: it empties the user-state changelog and the ``crowd`` topic, and
+removes this machine's local table stores and crowd snapshots, so the replayed clicks rebuild
+every state, and the crowd counts, from scratch. With ``--to-timestamp`` the rebuilt state
+holds only what happened since that time.
 
-Offsets can only be moved while the group has no members: stop the workers first.
+Emptying a topic is DeleteRecords up to its end, which Kafka allows only on topics whose
+cleanup policy includes ``delete``. A changelog faust created as compact-only is deleted
+instead (the workers create it again, empty, when they start).
+
+Order and failure. Everything is checked first (the group has no members: stop the workers;
+every topic exists), then the offsets move, then the state is emptied. A failure after the
+offsets moved changes nothing else and says so: the same command, run again, finishes (each
+step is idempotent). The state is never emptied while the offsets are where they were, which
+would lose it.
 """
 
 from __future__ import annotations
@@ -122,7 +130,11 @@ async def run_replay(settings: Settings, group: str, *, to_timestamp_s: float | 
         finally:
             await consumer.stop()
         if rebuild_state:
-            report["state"] = await _empty_changelog(admin, settings, group)
+            try:
+                report["state"] = await _empty_changelog(admin, settings, group)
+            except Exception as exc:
+                raise ReplayError(f"the offsets of group {group!r} were moved, but emptying its state failed: {exc}. "
+                                  "Nothing else changed; run the same command again to finish") from exc
     finally:
         await admin.close()
     return report
@@ -133,12 +145,56 @@ async def _empty_changelog(admin: AIOKafkaAdminClient, settings: Settings, group
     be replayed: kept, a worker would learn them twice), and the local stores."""
     topic = changelog_topic(group)
     existing = set(await admin.list_topics())
-    deleted = await _empty(admin, settings, topic) if topic in existing else 0
+    deleted, dropped = 0, False
+    if topic in existing:
+        if "delete" in (await _cleanup_policy(admin, topic)):
+            deleted = await _empty(admin, settings, topic)
+        else:
+            deleted = await _record_count(settings, admin, topic)
+            await _delete_topic(admin, topic)
+            dropped = True
     crowd = settings.topics.crowd
     crowd_deleted = await _empty(admin, settings, crowd) if crowd in existing else 0
-    removed = _remove_local_stores(settings.data_dir, group)
-    return {"changelog": topic, "changelog_records_before": deleted, "crowd_records_before": crowd_deleted,
-            "local_stores_removed": removed}
+    removed = _remove_local_stores(settings.data_dir)
+    return {"changelog": topic, "changelog_records_before": deleted, "changelog_topic_deleted": dropped,
+            "crowd_records_before": crowd_deleted, "local_stores_removed": removed}
+
+
+async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    [response] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": None})])
+    for *_, entries in response.resources:
+        for entry in entries:
+            if entry[0] == "cleanup.policy":
+                return str(entry[1])
+    return "delete"
+
+
+async def _record_count(settings: Settings, admin: AIOKafkaAdminClient, topic: str) -> int:
+    tps = await _partitions(admin, [topic])
+    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return sum(ends.values())
+
+
+async def _delete_topic(admin: AIOKafkaAdminClient, topic: str, timeout_s: float = 60.0) -> None:
+    """Delete the topic and wait until the cluster no longer lists it (deletion is asynchronous:
+    a worker started before it is gone would find the old records)."""
+    import asyncio
+    import time
+
+    await admin.delete_topics([topic])
+    deadline = time.monotonic() + timeout_s
+    while topic in set(await admin.list_topics()):
+        if time.monotonic() > deadline:
+            raise ReplayError(f"topic {topic!r} is still listed {timeout_s:.0f} s after its deletion")
+        await asyncio.sleep(0.2)
 
 
 async def _empty(admin: AIOKafkaAdminClient, settings: Settings, topic: str) -> int:
@@ -154,13 +210,16 @@ async def _empty(admin: AIOKafkaAdminClient, settings: Settings, topic: str) -> 
     return sum(ends.values())
 
 
-def _remove_local_stores(data_dir: Path, group: str) -> list[str]:
-    """faust keeps each worker's table store under ``<datadir>/<app id>-data``; beside it is
-    the worker's crowd snapshot, which counts the clicks about to be replayed (kept, the
-    replay would count them twice)."""
+def _remove_local_stores(data_dir: Path) -> list[str]:
+    """faust keeps a worker's table stores (one RocksDB per partition, and their backups) in
+    ``<worker dir>/v<table data version>/tables/``; beside them is the worker's crowd snapshot,
+    which counts the clicks about to be replayed (kept, the replay would count them twice)."""
     removed = []
-    for store in sorted((data_dir / "workers").glob(f"*/{group}-data")):
-        shutil.rmtree(store)
+    for store in sorted((data_dir / "workers").glob(f"*/v*/tables/{STATE_TABLE}-*")):
+        if store.is_dir():
+            shutil.rmtree(store)
+        else:
+            store.unlink()
         removed.append(str(store))
     for crowd in sorted((data_dir / "workers").glob(f"*/{CROWD_FILE}")):
         crowd.unlink()
