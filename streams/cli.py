@@ -433,8 +433,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose or not known:
             log.debug("recstream %s failed", args.command, exc_info=exc)
         message = str(exc) or type(exc).__name__
-        if type(exc).__name__ == "KafkaConnectionError":  # aiokafka's: say which setting points where
-            message += " (is Kafka up? set --bootstrap-servers or RECSTREAM_KAFKA__BOOTSTRAP_SERVERS)"
+        errors = getattr(exc, "errors", None)
+        if type(exc).__name__ == "ValidationError" and callable(errors):  # pydantic's: one line
+            message = "invalid settings: " + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in errors())
+        if type(exc).__name__ == "KafkaConnectionError":  # aiokafka's: say why, and which setting points where
+            cause = logs.LAST_LIBRARY_ERROR.message
+            message += (f"; {cause}" if cause else "") + \
+                " (is Kafka up? check --bootstrap-servers or RECSTREAM_KAFKA__BOOTSTRAP_SERVERS, and the SASL settings)"
         print(f"recstream {args.command}: error: {message}" + ("" if args.verbose else
               "" if known else " (-v shows the traceback)"), file=sys.stderr)
         if as_json:

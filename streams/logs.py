@@ -86,6 +86,23 @@ class RateLimit(logging.Filter):
         return True
 
 
+class LastLibraryError(logging.Filter):
+    """Remembers the last ERROR a client library logged: aiokafka logs why it could not connect
+    (refused, authentication failed) and then raises an error that says only that it could not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.message: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.name.startswith(("aiokafka", "kafka")):
+            self.message = record.getMessage()
+        return True
+
+
+#: The last client-library error of the process (for the one line a failed command prints).
+LAST_LIBRARY_ERROR = LastLibraryError()
+
 #: The one redaction filter of the process: secrets are added as settings are built.
 REDACT = RedactSecrets()
 
@@ -105,6 +122,7 @@ def configure(verbose: bool) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(REDACT)
+        handler.addFilter(LAST_LIBRARY_ERROR)  # after redaction: what it keeps is printed again
         handler.addFilter(RateLimit())
     if not verbose:
         for name in _CHATTY:

@@ -65,11 +65,25 @@ class KafkaSettings(_Section):
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+        """SASL and SSL settings must agree, or some clients would use them and others not."""
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and self.sasl_mechanism is None:
             raise ConfigError(
                 "security_protocol is SASL_* but no sasl_mechanism is set: "
                 "set RECSTREAM_KAFKA__SASL_MECHANISM"
             )
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password):
+            raise ConfigError(
+                f"SASL settings are set but security_protocol is {self.security_protocol}: set "
+                "RECSTREAM_KAFKA__SECURITY_PROTOCOL to SASL_PLAINTEXT or SASL_SSL (or drop the SASL settings)"
+            )
+        if sasl and self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
+                not self.sasl_username or self.sasl_password is None):
+            raise ConfigError(f"SASL {self.sasl_mechanism} needs RECSTREAM_KAFKA__SASL_USERNAME and "
+                              "RECSTREAM_KAFKA__SASL_PASSWORD")
+        if not self.security_protocol.endswith("SSL") and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise ConfigError(f"SSL files are set but security_protocol is {self.security_protocol}: use SSL or "
+                              "SASL_SSL")
         return self
 
     def client_kwargs(self) -> dict[str, Any]:

@@ -18,6 +18,10 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("RECSTREAM_DATA_DIR", Path.home() / ".cache" / "recstream"))
 
 
+#: The session broker also listens with SASL_PLAINTEXT (PLAIN) for these users.
+SASL_USERS = {"recstream": "t0p-s3cret-w0rd"}
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[LocalBroker]:
     """Apache Kafka 4.x, single KRaft node on loopback, for the whole session.
@@ -33,7 +37,7 @@ def kafka_broker() -> Iterator[LocalBroker]:
             if os.environ.get("CI"):
                 pytest.fail("CI must run the integration tier on Apache Kafka, but java is missing")
             pytest.skip("Apache Kafka needs java on PATH")
-        broker = ApacheKafkaBroker(cache_dir=_cache_dir())
+        broker = ApacheKafkaBroker(cache_dir=_cache_dir(), sasl_users=SASL_USERS)
     with broker:
         yield broker
 

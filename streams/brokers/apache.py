@@ -83,8 +83,13 @@ class ApacheKafkaBroker(LocalBroker):
     kind = "apache-kafka"
 
     def __init__(self, *, cache_dir: Path, port: int | None = None, data_dir: Path | None = None,
-                 version: str = KAFKA_VERSION, heap_mb: int = 768) -> None:
+                 version: str = KAFKA_VERSION, heap_mb: int = 768,
+                 sasl_users: dict[str, str] | None = None) -> None:
+        """``sasl_users``: also listen with SASL_PLAINTEXT (mechanism PLAIN) for these
+        user -> password pairs, on :attr:`sasl_bootstrap_servers`."""
         super().__init__(port)
+        self.sasl_users = dict(sasl_users or {})
+        self.sasl_port = free_port() if self.sasl_users else None
         self.version = version
         self.cache_dir = cache_dir
         self.heap_mb = heap_mb
@@ -100,6 +105,30 @@ class ApacheKafkaBroker(LocalBroker):
     @property
     def description(self) -> str:
         return f"apache-kafka {self.version}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str | None:
+        return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
+
+    def _listener_config(self) -> list[str]:
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        extra = []
+        if self.sasl_port:
+            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            extra = ["sasl.enabled.mechanisms=PLAIN",
+                     "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                     f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"]
+        return [
+            f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners={','.join(listeners)}",
+            "controller.listener.names=CONTROLLER",
+            f"listener.security.protocol.map={','.join(protocols)}",
+            "inter.broker.listener.name=PLAINTEXT",
+            *extra,
+        ]
 
     def _java(self) -> str:
         java = shutil.which("java")
@@ -117,11 +146,7 @@ class ApacheKafkaBroker(LocalBroker):
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            *self._listener_config(),
             f"log.dirs={logs}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,6 +53,31 @@ def worker_dir(settings: Settings, worker_name: str) -> Path:
     return settings.data_dir / "workers" / worker_name
 
 
+def lock_worker_dir(datadir: Path) -> Any:
+    """Hold an exclusive lock on the worker's directory for the life of the process: two
+    workers on one directory would share RocksDB stores, which RocksDB refuses with an error
+    about its WAL that names neither the worker nor the fix."""
+    import fcntl
+
+    from streams.errors import ConfigError
+
+    datadir.mkdir(parents=True, exist_ok=True)
+    handle = (datadir / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"another worker ({holder}) already runs in {datadir}: give each worker its own --name "
+                          "(or its own --data-dir)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
 def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name: str = "w0",
               canonical_url: str | None = None) -> RecstreamApp:
     """The faust app for the chosen stages; the one place agents are wired."""
@@ -60,7 +86,7 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)} (--stages)")
     datadir = worker_dir(settings, worker_name)
-    datadir.mkdir(parents=True, exist_ok=True)
+    app_lock = lock_worker_dir(datadir)
     servers = [f"{SCHEME}://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")]
     app = RecstreamApp(
         settings.app_id,
@@ -91,6 +117,7 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
         **({"canonical_url": canonical_url} if canonical_url else {}),
     )
     app.recstream_settings = settings
+    app.recstream_lock = app_lock  # held while the app lives
     ctx = WorkerContext(settings=settings, app=app, metrics=Metrics.get(), limits=limits_of(settings),
                         health=Health(needs_index=bool(stages & {"index", "recommend"})),
                         stages=tuple(s for s in STAGES if s in stages), worker_name=worker_name)

@@ -32,6 +32,7 @@ class RecstreamApp(faust.App):
 
     recstream_settings: Settings
     recstream_context: WorkerContext
+    recstream_lock: Any = None  # the worker directory's lock (streams.stages.app.lock_worker_dir)
     #: Awaited before partitions are revoked (see :mod:`streams.transport`): the stages finish
     #: what they hold. ``None`` when no stage holds events across awaits.
     recstream_before_revoke: Callable[[], Awaitable[None]] | None = None

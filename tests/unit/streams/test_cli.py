@@ -121,3 +121,17 @@ def test_eval_refuses_data_it_cannot_evaluate(items, clicks, says):
 
 def test_eval_accepts_the_smallest_evaluable_data():
     check_evaluable(_dataset(["a", "b"], [("u", "a"), ("u", "b")]))
+
+
+def test_two_workers_on_one_directory_are_refused_with_the_fix(tmp_path: Path):
+    from streams.errors import ConfigError
+    from streams.stages.app import lock_worker_dir
+
+    held = lock_worker_dir(tmp_path / "workers" / "w0")
+    try:
+        with pytest.raises(ConfigError, match="own --name"):
+            lock_worker_dir(tmp_path / "workers" / "w0")
+        lock_worker_dir(tmp_path / "workers" / "w1").close()  # another name: its own directory
+    finally:
+        held.close()
+    lock_worker_dir(tmp_path / "workers" / "w0").close()  # free again once the first is gone
