@@ -127,6 +127,9 @@ def configure(verbose: bool) -> None:
     if not verbose:
         for name in _CHATTY:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # ... except a table's recovery from its changelog: long work, whose progress (and the
+        # offsets it starts from) an operator waiting for a worker wants to see.
+        logging.getLogger("faust.tables.recovery").setLevel(logging.INFO)
         # aiokafka logs a retried metadata or coordinator error at ERROR while a fresh
         # topic's leader is elected: normal on a start, so only shown under -v.
         logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
