@@ -86,6 +86,26 @@ class RateLimit(logging.Filter):
         return True
 
 
+#: Errors aiokafka retries by itself while new topics elect leaders and a group finds its
+#: coordinator: expected in the first moments of a process, worth a line only later.
+_RETRIABLE = ("NotLeaderForPartition", "LeaderNotAvailable", "GroupCoordinatorNotAvailable", "NotCoordinator",
+              "UnknownTopicOrPartition")
+
+
+class StartupRetries(logging.Filter):
+    """Drops client-library records of retriable errors in the first ``grace_s`` of the process
+    (under ``-v`` they are kept: the filter is not installed)."""
+
+    def __init__(self, grace_s: float = 60.0) -> None:
+        super().__init__()
+        self.until = time.monotonic() + grace_s
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiokafka") and time.monotonic() < self.until:
+            return not any(name in record.getMessage() for name in _RETRIABLE)
+        return True
+
+
 class LastLibraryError(logging.Filter):
     """Remembers the last ERROR a client library logged: aiokafka logs why it could not connect
     (refused, authentication failed) and then raises an error that says only that it could not."""
@@ -125,6 +145,8 @@ def configure(verbose: bool) -> None:
         handler.addFilter(LAST_LIBRARY_ERROR)  # after redaction: what it keeps is printed again
         handler.addFilter(RateLimit())
     if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(StartupRetries())
         for name in _CHATTY:
             logging.getLogger(name).setLevel(logging.WARNING)
         # ... except a table's recovery from its changelog: long work, whose progress (and the

@@ -198,10 +198,11 @@ class Recommender:
         self.colike = CovisitCounts(params.colike) if params.colike is not None else None
         self.trending = Trending(params.trending)
         self.exposure = Trending(TrendingParams(half_life_s=params.exposure_half_life_s))
+        self._ranker_version = params.version()  # the params are frozen: once
 
     def model_versions(self) -> dict[str, str]:
         """Every model a list of this recommender depends on, by role."""
-        return {"encoder": self.catalog.model_version, "ranker": self.params.version()}
+        return {"encoder": self.catalog.model_version, "ranker": self._ranker_version}
 
     # ------------------------------------------------------------------ items
 

@@ -50,9 +50,32 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str
             except TopicAlreadyExistsError:  # another worker won the race: fine
                 pass
             log.info("created topics %s", [t.name for t in missing])
-        return [t.name for t in missing]
     finally:
         await admin.close()
+    if missing:
+        # Creation is asynchronous: a client that used a topic before its partitions had
+        # leaders would log NotLeaderForPartition errors (and retry) on a normal start.
+        await wait_for_leaders(kafka, [t.name for t in missing], topics.partitions)
+    return [t.name for t in missing]
+
+
+async def wait_for_leaders(kafka: KafkaSettings, names: list[str], partitions: int, timeout_s: float = 30.0) -> None:
+    """Block until every partition of ``names`` has a leader."""
+    from aiokafka.client import AIOKafkaClient
+
+    client = AIOKafkaClient(**kafka.client_kwargs())
+    await client.bootstrap()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            cluster = await client.fetch_all_metadata()
+            if all(cluster.leader_for_partition(TopicPartition(t, p)) not in (None, -1)
+                   for t in names for p in range(partitions)):
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+    raise RuntimeError(f"topics {names} had no leaders {timeout_s:.0f} s after they were created")
 
 
 async def tombstones_kept_s(kafka: KafkaSettings, topic: str) -> float:

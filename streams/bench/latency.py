@@ -250,7 +250,7 @@ class BenchRun:
     async def create_topics(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-        from streams.topics import ensure_topics
+        from streams.topics import ensure_topics, wait_for_leaders
 
         await ensure_topics(self.kafka, self.topics)
         admin = AIOKafkaAdminClient(**self.kafka.client_kwargs())
@@ -263,26 +263,8 @@ class BenchRun:
             ])
         finally:
             await admin.close()
-        await self._wait_for_leaders([*self.topics.all_names(), self.relay_in, self.relay_out])
-
-    async def _wait_for_leaders(self, topics: list[str], timeout_s: float = 30.0) -> None:
-        """Block until every partition of ``topics`` has a leader (creation is asynchronous)."""
-        from aiokafka import TopicPartition
-        from aiokafka.client import AIOKafkaClient
-
-        client = AIOKafkaClient(**self.kafka.client_kwargs())
-        await client.bootstrap()
-        try:
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                cluster = await client.fetch_all_metadata()
-                if all(cluster.leader_for_partition(TopicPartition(t, p)) not in (None, -1)
-                       for t in topics for p in range(self.topics.partitions)):
-                    return
-                await asyncio.sleep(0.1)
-        finally:
-            await client.close()
-        raise BenchError(f"bench topics had no leaders after {timeout_s:.0f} s")
+        await wait_for_leaders(self.kafka, [*self.topics.all_names(), self.relay_in, self.relay_out],
+                               self.topics.partitions)
 
     async def load_items(self) -> None:
         """Produce the synthetic catalogue to item-vectors."""

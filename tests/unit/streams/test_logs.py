@@ -52,3 +52,18 @@ def test_a_repeated_fault_is_one_line_then_a_count(monkeypatch):
     assert lines[:2] == ["Unable connect to '127.0.0.1:9092': attempt 0", "another kind"]
     assert lines[2].startswith("Unable connect to '127.0.0.1:9092': attempt 5000 [and 4999 more like it")
     assert lines[3:] == ["info is never limited"] * 2
+
+
+def test_retriable_client_errors_are_quiet_at_start_only(monkeypatch):
+    from streams.logs import StartupRetries
+
+    clock = [0.0]
+    monkeypatch.setattr("streams.logs.time.monotonic", lambda: clock[0])
+    logger, out = _logger(StartupRetries(grace_s=60.0))
+    logger.name = "aiokafka.consumer.fetcher"
+    logger.error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: tp")
+    logger.error("Unable connect to node 1: refused")  # not a start-up retry: kept
+    clock[0] = 61.0
+    logger.error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: tp")  # later: kept
+    assert out.getvalue().splitlines() == ["Unable connect to node 1: refused",
+                                           "Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError: tp"]
