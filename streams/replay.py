@@ -35,6 +35,7 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.errors import RecstreamError
 from streams.settings import Settings
 from streams.snapshot import CROWD_FILE
+from streams.topics import topic_config
 
 STATE_TABLE = "user-state"
 
@@ -147,10 +148,10 @@ async def _empty_changelog(admin: AIOKafkaAdminClient, settings: Settings, group
     existing = set(await admin.list_topics())
     deleted, dropped = 0, False
     if topic in existing:
-        if "delete" in (await _cleanup_policy(admin, topic)):
+        if "delete" in (await topic_config(settings.kafka, topic, "cleanup.policy") or "delete"):
             deleted = await _empty(admin, settings, topic)
         else:
-            deleted = await _record_count(settings, admin, topic)
+            deleted = sum((await _end_offsets(settings, admin, topic)).values())
             await _delete_topic(admin, topic)
             dropped = True
     crowd = settings.topics.crowd
@@ -160,27 +161,14 @@ async def _empty_changelog(admin: AIOKafkaAdminClient, settings: Settings, group
             "crowd_records_before": crowd_deleted, "local_stores_removed": removed}
 
 
-async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-    [response] = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"cleanup.policy": None})])
-    for *_, entries in response.resources:
-        for entry in entries:
-            if entry[0] == "cleanup.policy":
-                return str(entry[1])
-    return "delete"
-
-
-async def _record_count(settings: Settings, admin: AIOKafkaAdminClient, topic: str) -> int:
+async def _end_offsets(settings: Settings, admin: AIOKafkaAdminClient, topic: str) -> dict[TopicPartition, int]:
     tps = await _partitions(admin, [topic])
     consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets(tps)
+        return await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
-    return sum(ends.values())
 
 
 async def _delete_topic(admin: AIOKafkaAdminClient, topic: str, timeout_s: float = 60.0) -> None:
@@ -199,13 +187,7 @@ async def _delete_topic(admin: AIOKafkaAdminClient, topic: str, timeout_s: float
 
 async def _empty(admin: AIOKafkaAdminClient, settings: Settings, topic: str) -> int:
     """DeleteRecords up to each partition's end; return how many offsets that covered."""
-    tps = await _partitions(admin, [topic])
-    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
+    ends = await _end_offsets(settings, admin, topic)
     await admin.delete_records({tp: RecordsToDelete(before_offset=end) for tp, end in ends.items()})
     return sum(ends.values())
 

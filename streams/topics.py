@@ -78,24 +78,32 @@ async def wait_for_leaders(kafka: KafkaSettings, names: list[str], partitions: i
     raise RuntimeError(f"topics {names} had no leaders {timeout_s:.0f} s after they were created")
 
 
-async def tombstones_kept_s(kafka: KafkaSettings, topic: str) -> float:
-    """The topic's ``delete.retention.ms`` in seconds (Kafka's default, a day, when unreadable)."""
+async def topic_config(kafka: KafkaSettings, topic: str, name: str) -> str | None:
+    """One configuration value of a topic (its own or the broker's default); None when unreadable."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
-        [response] = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"delete.retention.ms": None})])
-        for *_, _name, entries in response.resources:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={name: None})])
+        for *_, entries in response.resources:
             for entry in entries:
-                if entry[0] == "delete.retention.ms":
-                    return int(entry[1]) / 1000.0
-    except Exception as exc:  # noqa: BLE001 - the cautious default is safe
-        log.warning("cannot read delete.retention.ms of %s (%s): assuming one day", topic, exc)
+                if entry[0] == name:
+                    return str(entry[1])
+    except Exception as exc:  # noqa: BLE001 - the callers have a safe default
+        log.warning("cannot read %s of %s (%s)", name, topic, exc)
     finally:
         await admin.close()
-    return 86_400.0
+    return None
+
+
+async def tombstones_kept_s(kafka: KafkaSettings, topic: str) -> float:
+    """The topic's ``delete.retention.ms`` in seconds (Kafka's default, a day, when unreadable)."""
+    value = await topic_config(kafka, topic, "delete.retention.ms")
+    if value is None:
+        log.warning("assuming %s keeps deletes for one day", topic)
+        return 86_400.0
+    return int(value) / 1000.0
 
 
 async def wait_for_partitions(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> list[int]:
