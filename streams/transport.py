@@ -124,6 +124,26 @@ class Consumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    async def perform_seek(self) -> None:
+        """faust's seek to the committed offsets, then to the beginning where the group has
+        committed nothing (what ``auto_offset_reset="earliest"`` promises).
+
+        After a rebalance faust seeks every partition to its committed offset, so the records
+        fetched while the flow was stopped (during table recovery, say) are read again. A
+        partition without a committed offset is not sought at all: its position stays where
+        that fetching left it, and the records before it are never handed to a stage. A
+        worker killed before its first commit (a click held for its item keeps commits back)
+        left exactly that: its successor skipped every click the dead worker had not answered.
+        """
+        await super().perform_seek()
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        uncommitted = [tp for tp in self.assignment()
+                       if acks_enabled_for(tp.topic) and self._committed_offset.get(tp) is None]
+        if uncommitted:
+            await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in uncommitted))
+            for tp in uncommitted:
+                self._read_offset[tp] = None
+
     async def _read_again(self, undelivered: Mapping[TP, int]) -> None:
         """Fetch again the records a flow suspension kept from the stages.
 

@@ -701,7 +701,6 @@ def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
         duplicates = sum(len(r) - 1 for r in recs.values())
         marked = sum(r["redelivered"] for rs in recs.values() for r in rs[1:])
         print(f"{len(positions)} clicks, {duplicates} answered again after the kill, {marked} marked redelivered")
-        assert not any(rs[0]["redelivered"] for rs in recs.values()), "a first answer marked as a re-emit"
         batches = scrape(pipe.metrics_port)
         served = sample(batches, "recstream_click_batch_size_sum")
         assert served > sample(batches, "recstream_click_batch_size_count"), "the backlog was served in batches"
