@@ -152,9 +152,13 @@ class ItemEncoder:
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer_path))
         tokenizer.enable_truncation(max_length=manifest.max_length)
         tokenizer.no_padding()  # padding is per sub-batch (see encode)
-        missing = {manifest.output_name} - {o.name for o in session.get_outputs()}
-        if missing:
+        outputs = {o.name: o for o in session.get_outputs()}
+        if manifest.output_name not in outputs:
             raise ModelDirError(f"{manifest.variant_path(variant)} has no output {manifest.output_name!r}")
+        width = outputs[manifest.output_name].shape[-1]
+        if isinstance(width, int) and width != manifest.dim:  # a symbolic width is checked by encode()
+            raise ModelDirError(f"{manifest.variant_path(variant)} outputs {width}-d vectors but the manifest says "
+                                f"dim {manifest.dim}: re-export the model (recstream export) or fix manifest.json")
         log.info("ItemEncoder %s: variant=%s provider=%s threads=%d", manifest.version, variant, provider, threads)
         return cls(manifest, session, provider, variant, tokenizer)
 

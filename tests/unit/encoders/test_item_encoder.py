@@ -107,6 +107,15 @@ def test_bad_json_and_missing_fields(model_copy: Path) -> None:
         load_manifest(model_copy)
 
 
+def test_a_manifest_whose_dim_disagrees_with_the_model_is_refused(model_copy: Path) -> None:
+    manifest = model_copy / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["dim"] += 1
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ModelDirError, match="manifest says dim"):
+        ItemEncoder.load(model_copy, device="cpu", threads=1)
+
+
 def test_missing_model_file_and_hash_mismatch(model_copy: Path) -> None:
     fp32 = model_copy / "model.fp32.onnx"
     data = bytearray(fp32.read_bytes())
