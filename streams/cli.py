@@ -439,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in errors())
         if type(exc).__name__ == "KafkaConnectionError":  # aiokafka's: say why, and which setting points where
             cause = logs.LAST_LIBRARY_ERROR.message
+            if cause is not None and cause.rstrip().endswith(":"):  # a timeout has no text of its own
+                cause = cause.rstrip() + " no answer in time (is that address a Kafka listener?)"
             message += (f"; {cause}" if cause else "") + \
                 " (is Kafka up? check --bootstrap-servers or RECSTREAM_KAFKA__BOOTSTRAP_SERVERS, and the SASL settings)"
         print(f"recstream {args.command}: error: {message}" + ("" if args.verbose else

@@ -37,9 +37,14 @@ def topic_specs(topics: TopicSettings) -> list[NewTopic]:
     return specs
 
 
+#: ensure_topics is a process's first word with Kafka: an address that accepts connections
+#: but does not speak Kafka (an HTTP port) would otherwise hold it for aiokafka's 40 s default.
+FIRST_CONTACT_TIMEOUT_MS = 10_000
+
+
 async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
     """Create the missing topics; return the names created. Existing topics are left alone."""
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs(), request_timeout_ms=FIRST_CONTACT_TIMEOUT_MS)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

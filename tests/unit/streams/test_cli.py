@@ -135,3 +135,22 @@ def test_two_workers_on_one_directory_are_refused_with_the_fix(tmp_path: Path):
     finally:
         held.close()
     lock_worker_dir(tmp_path / "workers" / "w0").close()  # free again once the first is gone
+
+
+def test_a_bootstrap_address_that_does_not_speak_kafka_is_one_line_soon(tmp_path: Path):
+    """An address that accepts connections but never answers (an HTTP port, say) fails the
+    worker's first contact in seconds with the likely cause, not after aiokafka's 40 s."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    try:
+        result = _run("worker", "--bootstrap-servers", f"127.0.0.1:{server.getsockname()[1]}",
+                      "--data-dir", str(tmp_path))
+    finally:
+        server.close()
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    [line] = [l for l in result.stderr.splitlines() if "recstream worker: error:" in l]
+    assert "Kafka listener" in line
