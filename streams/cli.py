@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from streams import logs
+from streams import logs, version
 from streams.errors import RecstreamError
 
 log = logging.getLogger("recstream")
@@ -273,22 +273,13 @@ def _options(parser: argparse.ArgumentParser, *uses: str, json_flag: bool = True
                         help="debug logging, library start-up logs, tracebacks on errors")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("recstream")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="recstream",
         description="Streaming real-time recommender: Kafka + ONNX text encoder + Qdrant.",
         formatter_class=_Formatter,
     )
-    parser.add_argument("--version", action="version", version=f"recstream {_version()}")
+    parser.add_argument("--version", action="version", version=f"recstream {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:

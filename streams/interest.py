@@ -191,14 +191,6 @@ def new_state(user_id: str) -> UserState:
     return UserState(user_id=user_id)
 
 
-def already_applied(state: UserState | None, item_id: str, ts_s: float, weight: float) -> bool:
-    """Whether this event is one of the state's recent events: a redelivery (at-least-once)."""
-    if state is None:
-        return False
-    ts_s, weight = float(ts_s), float(weight)
-    return any(ev.item_id == item_id and ev.ts_s == ts_s and ev.weight == weight for ev in state.recent)
-
-
 def forgotten(user_id: str, at_s: float) -> UserState:
     """What a forget leaves of a user: no history, no interests, only when it happened.
 
@@ -330,8 +322,9 @@ def update_interest(
     weight = float(weight)
     if ts_s <= state.forgotten_at_s:
         return state  # from before the user was forgotten
-    if already_applied(state, item_id, ts_s, weight):
-        return state  # at-least-once redelivery
+    for ev in state.recent:
+        if ev.item_id == item_id and ev.ts_s == ts_s and ev.weight == weight:
+            return state  # at-least-once redelivery: already applied
 
     t = max(ts_s, state.last_ts_s)
     recent = (*state.recent, RecentEvent(item_id, ts_s, weight))[-params.recent_items :]

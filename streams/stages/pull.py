@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
-import msgspec
-
 from streams.ranking import unit_score
 from streams.records import SCHEMA_VERSION
 from streams.recommend import Request
@@ -123,7 +121,3 @@ class PullApi:
         return Answer(200, {"item_id": item_id, "items": [{"item_id": h.item_id, "score": round(float(h.score), 6)}
                                                           for h in hits],
                             "model": recommender.catalog.model_version, "schema_version": SCHEMA_VERSION})
-
-
-def encode(body: dict[str, Any]) -> bytes:
-    return msgspec.json.encode(body)

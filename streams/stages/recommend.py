@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.interest import UserState, already_applied, forgotten
+from streams.interest import UserState, forgotten
 from streams.ranking import unit_score
-from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request, event_weight
+from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request
 from streams.records import (
     Click,
     DecodeReason,
@@ -311,8 +311,6 @@ class RecommendStage:
             if user.key in broken:
                 letters.append((event, broken[user.key]))
                 continue
-            if already_applied(user.state, click.item_id, click.ts_s, event_weight(click)):
-                user.redelivered.add(id(event))
             try:
                 new = recommender.observe(user.state, click, learned)
             except Exception as exc:  # noqa: BLE001 - a click the state cannot absorb: dead letter
@@ -322,6 +320,10 @@ class RecommendStage:
                 continue
             if new is not user.state:
                 user.state, user.changed = new, True
+            elif user.state is not None and click.ts_s > user.state.forgotten_at_s:
+                # unchanged and not fenced off by a forget: the click was applied before (a
+                # crash or rebalance re-read it); update_interest already looked for it
+                user.redelivered.add(id(event))
             user.clicks.append((event, click))
         return [u for u in users.values() if u.clicks]
 

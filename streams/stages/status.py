@@ -140,13 +140,9 @@ def refresh_gauges(ctx: WorkerContext) -> None:
 
 def build_info(ctx: WorkerContext) -> None:
     """``recstream_build_info``: the version and every model version this worker serves."""
-    from importlib.metadata import PackageNotFoundError, version
+    from streams import version
 
-    try:
-        ours = version("recstream")
-    except PackageNotFoundError:
-        ours = "unknown"
-    info = {"version": ours}
+    info = {"version": version()}
     if ctx.recommender is not None:
         info |= ctx.recommender.model_versions()
     elif ctx.encoder_version:
