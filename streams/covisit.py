@@ -118,17 +118,24 @@ class CoScores:
     def __len__(self) -> int:
         return int(self._ids.size)
 
-    def lookup(self, item_ids: Sequence[str]) -> list[tuple[float, str] | None]:
-        """``(score, because_item_id)`` of each item, None where no recent item points to it."""
+    def lookup(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+        """Each item's score (NaN where no recent item points to it, or it is excluded) and
+        the recent item that contributed most to it (None there), as columns: a ranker
+        cross-scores every other generator's offers with this, per click."""
         if not item_ids or not self._ids.size:
-            return [None] * len(item_ids)
+            return np.full(len(item_ids), np.nan), [None] * len(item_ids)
         numbers = np.fromiter((self._numbers.get(i, -1) for i in item_ids), np.int64, len(item_ids))
         at = np.minimum(np.searchsorted(self._ids, numbers), self._ids.size - 1)
-        found = (self._ids[at] == numbers).tolist()
-        scores, because = self._scores[at].tolist(), self._because[at].tolist()
+        found = self._ids[at] == numbers
+        scores = np.where(found, self._scores[at], np.nan)
+        because: list[str | None] = [None] * len(item_ids)
         names, exclude = self._names, self._exclude
-        return [(scores[j], names[because[j]]) if found[j] and item_id not in exclude else None
-                for j, item_id in enumerate(item_ids)]
+        for j, b in zip(np.flatnonzero(found).tolist(), self._because[at[found]].tolist(), strict=True):
+            if item_ids[j] in exclude:
+                scores[j] = np.nan
+            else:
+                because[j] = names[b]
+        return scores, because
 
     def top(self, n: int) -> list[tuple[str, float, str]]:
         """The ``n`` best as ``(item_id, score, because_item_id)``, score descending, ties by item_id."""

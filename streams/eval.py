@@ -50,7 +50,8 @@ from streams.datasets import Dataset, check_evaluable, load_jsonl, load_movielen
 from streams.errors import ConfigError
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
-from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
+from streams.catalog import ItemCatalog, ItemInfo
+from streams.recommend import Recommender, RecommenderParams
 from streams.records import Click, ItemEvent
 from streams.settings import Settings
 

@@ -28,9 +28,11 @@ Pure: no clock, no I/O, deterministic for equal inputs (ties broken by item_id).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,8 +42,10 @@ __all__ = [
     "DEFAULT_SOURCE_WEIGHTS",
     "Offers",
     "RankParams",
+    "RankRequest",
     "RankedItem",
     "normalise_rows",
+    "rank_batch",
     "rank_offers",
 ]
 
@@ -170,6 +174,21 @@ class Offers:
         return [(self.item_ids[j], float(column[j])) for j in np.flatnonzero(~np.isnan(column)).tolist()]
 
 
+class RankRequest(NamedTuple):
+    """One user's part of a :func:`rank_batch`.
+
+    Attributes:
+        offers: every candidate item once, scored by the generators that offered it.
+        recent: the user's recent items as ``(item_id, vector or None)``, newest last; the
+            only ids ``because`` may contain.
+        exposure: optional ``item_id -> exposure in [0, 1]`` for the exposure penalty.
+    """
+
+    offers: Offers
+    recent: Sequence[tuple[str, np.ndarray | None]] = ()
+    exposure: Mapping[str, float] | None = None
+
+
 def rank_offers(
     offers: Offers,
     *,
@@ -178,152 +197,237 @@ def rank_offers(
     params: RankParams,
     exposure: Mapping[str, float] | None = None,
 ) -> list[RankedItem]:
-    """Blend, diversify and explain the offers (the module docstring's steps 1-5).
+    """One user's list: :func:`rank_batch` of one."""
+    return rank_batch([RankRequest(offers, recent, exposure)], k=k, params=params)[0]
 
-    Args:
-        offers: every candidate item once, scored by the generators that offered it.
-        recent: the user's recent items as ``(item_id, vector or None)``, newest last; the
-            only ids ``because`` may contain.
-        k: how many items to return at most.
-        params: ranking knobs.
-        exposure: optional ``item_id -> exposure in [0, 1]`` for the exposure penalty.
+
+def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams) -> list[list[RankedItem]]:
+    """Blend, diversify and explain the offers of every user of a batch (the module
+    docstring's steps 1-5), each list as if its user were ranked alone.
+
+    The users' offers are stacked into one (row x source) matrix, so that normalisation,
+    blending, pruning and the MMR steps are a fixed number of numpy calls per batch rather
+    than per user; what stays per user is what only reads that user's rows (the candidates'
+    similarities, the reasons). A user's list never depends on who else is in the batch:
+    every reduction runs within a user's rows, and the similarities are computed per user.
 
     Returns:
-        Up to ``k`` distinct items, score descending, ties by item_id.
+        For each request, up to ``k`` distinct items, score descending, ties by item_id.
     """
-    ids = offers.item_ids
-    if k <= 0 or not ids:
-        return []
-    names = offers.sources
-    # ---- 1-2. per-source normalisation and weights: one (item x source) relevance matrix
-    matrix = np.full(offers.scores.shape, -np.inf)
-    for col, name in enumerate(names):
-        column = offers.scores[:, col]
-        mask = np.isfinite(column)
-        if mask.any():
-            weight = params.source_weights.get(name, params.default_source_weight)
-            matrix[mask, col] = weight * _source_norm(column[mask], params.score_floors.get(name, 0.0))
-    offered = np.isfinite(matrix)
-    keep = offered.any(axis=1)
-    if not keep.all():  # an item no generator scored with a finite number
-        keep_rows = np.flatnonzero(keep)
-        if keep_rows.size == 0:
-            return []
-        ids = [ids[j] for j in keep_rows.tolist()]
-        matrix, offered = matrix[keep_rows], offered[keep_rows]
-        vectors = offers.vectors[keep_rows]
-    else:
-        vectors = offers.vectors
-    by_name = sorted(range(len(names)), key=names.__getitem__)
-    ordered = matrix[:, by_name]
+    out: list[list[RankedItem]] = [[] for _ in requests]
+    live = [b for b, r in enumerate(requests) if r.offers.item_ids]
+    if k <= 0 or not live:
+        return out
+    stack = _stack(requests, live)
+    # ---- 1-2. per-(user, source) normalisation and weights: one (row x source) relevance matrix
+    names, raw, seg = stack.names, stack.scores, stack.seg
+    finite = np.isfinite(raw)
+    values = np.where(finite, raw, np.nan)
+    starts = stack.starts
+    with np.errstate(invalid="ignore"):
+        lo = np.minimum(np.fmin.reduceat(values, starts, axis=0), 0.0)  # (users, sources); NaN: no score
+        floors = np.array([params.score_floors.get(name, 0.0) for name in names])
+        hi = np.maximum(np.fmax.reduceat(values, starts, axis=0), floors)
+        spread = hi - lo
+        flat = ~(spread > 0)  # a source whose scores are all equal maps to 1
+        norm = (values - lo[seg]) / np.where(flat, 1.0, spread)[seg]
+    norm = np.where(flat[seg], 1.0, norm)
+    weights = np.array([params.source_weights.get(name, params.default_source_weight) for name in names])
+    matrix = np.where(finite, weights * norm, -np.inf)
+    offered = finite
+    keep = offered.any(axis=1)  # an item no generator scored with a finite number goes
+    rows = np.flatnonzero(keep)
     if params.fusion == "sum":
         base = np.where(offered, matrix, 0.0).sum(axis=1)
         # the reported source is the largest contributor; ties: the last name
-        winner = len(by_name) - 1 - np.argmax(ordered[:, ::-1], axis=1)
+        winner = len(names) - 1 - np.argmax(matrix[:, ::-1], axis=1)
     else:
         base = matrix.max(axis=1)
-        winner = np.argmax(ordered, axis=1)  # ties: the first name
+        winner = np.argmax(matrix, axis=1)  # ties: the first name
     relevance = base + params.multi_source_bonus * (offered.sum(axis=1) - 1)
 
     # ---- 3. exposure penalty
-    if exposure and params.exposure_penalty:
-        relevance -= params.exposure_penalty * np.array(
-            [float(exposure.get(i, 0.0)) for i in ids], dtype=np.float64
-        )
+    if params.exposure_penalty and any(requests[b].exposure for b in live):
+        penalty = np.zeros(relevance.size)
+        for user, b in enumerate(live):
+            exposure = requests[b].exposure
+            if exposure:
+                lo_row = int(starts[user])
+                ids = requests[b].offers.item_ids
+                penalty[lo_row:lo_row + len(ids)] = [float(exposure.get(i, 0.0)) for i in ids]
+        relevance -= params.exposure_penalty * penalty
     # Only candidates MMR could ever pick go on (exact, see _pickable): at ~60 offers and
     # k = 10 most fall away, and with them most of the similarity and sorting work.
-    pickable = _pickable(relevance, k, params.diversity)
-    if pickable is not None:
-        ids = [ids[j] for j in pickable.tolist()]
-        relevance, winner, vectors = relevance[pickable], winner[pickable], vectors[pickable]
-    # Deterministic candidate order: relevance desc, then item_id; argmax takes the first.
-    order = np.lexsort((np.array(ids), -relevance))
-    ranked = order.tolist()
-    ids = [ids[j] for j in ranked]
-    winner = winner[order].tolist()
-    relevance = relevance[order]
+    rows = rows[_pickable(relevance[rows], seg[rows], len(live), k, params.diversity)]
+    # Deterministic candidate order per user: relevance desc, then item_id (argmax takes the first).
+    row_ids = np.array([stack.ids[r] for r in rows.tolist()])
+    rows = rows[np.lexsort((row_ids, -relevance[rows], seg[rows]))]
+    counts = np.bincount(seg[rows], minlength=len(live))
+    width = int(counts.max())
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    user_of = seg[rows]
+    slot = np.arange(rows.size) - first[user_of]
 
-    # ---- 4. MMR over unit vectors (missing vectors are zero rows: similar to nothing)
-    mat = normalise_rows(vectors[order]) if vectors.size else np.zeros((len(ids), 0), dtype=np.float32)
-    dim = mat.shape[1]
+    # ---- 4. MMR over unit vectors (missing vectors are zero rows: similar to nothing),
+    # all users at once over a (users x width) grid; a user's empty slots are never picked.
     lam = params.diversity
-    n = min(k, len(ids))
-    max_sim = np.zeros(len(ids), dtype=np.float64)
-    taken = np.zeros(len(ids), dtype=bool)
-    picks: list[tuple[int, float]] = []
-    for _ in range(n):
-        mmr = (1.0 - lam) * relevance - lam * max_sim
-        mmr[taken] = -np.inf
-        j = int(np.argmax(mmr))
-        picks.append((j, float(mmr[j])))
-        taken[j] = True
-        if lam > 0.0 and dim:
-            sims = (mat @ mat[j]).astype(np.float64)
-            np.maximum(max_sim, np.maximum(sims, 0.0), out=max_sim)
+    rel = np.zeros((len(live), width))  # empty slots stay blocked
+    rel[user_of, slot] = relevance[rows]
+    blocked = np.ones((len(live), width), dtype=bool)
+    blocked[user_of, slot] = False
+    unit = normalise_rows(stack.vectors[rows]) if stack.dim else np.zeros((rows.size, 0), dtype=np.float32)
+    sims = np.zeros((len(live), width, width))
+    if lam > 0.0 and stack.dim:
+        for user in range(len(live)):  # per user, so that no user's figures depend on the batch
+            mine = unit[first[user]:first[user] + counts[user]]
+            n = mine.shape[0]
+            np.maximum(mine @ mine.T, 0.0, out=sims[user, :n, :n], casting="unsafe")
+    steps = min(k, width)
+    everyone = np.arange(len(live))
+    picks = np.empty((len(live), steps), dtype=np.intp)
+    values_picked = np.empty((len(live), steps))
+    max_sim = np.zeros((len(live), width))
+    for step in range(steps):
+        mmr = (1.0 - lam) * rel - lam * max_sim
+        mmr[blocked] = -np.inf
+        j = np.argmax(mmr, axis=1)
+        picks[:, step] = j
+        values_picked[:, step] = mmr[everyone, j]
+        blocked[everyone, j] = True
+        if lam > 0.0 and stack.dim:
+            np.maximum(max_sim, sims[everyone, j], out=max_sim)
 
     # ---- 5. reasons from the user's recent items
-    picked = [j for j, _ in picks]
-    because = _because([ids[j] for j in picked], mat[picked], offers.reasons, recent, dim, params)
-    sources = [names[by_name[winner[j]]] for j in picked]
-    out = [  # a trending item is there for the crowd, not for anything the user did: no reason
-        RankedItem(item_id=ids[j], score=score, because=() if source == "trending" else because[pos], source=source)
-        for pos, ((j, score), source) in enumerate(zip(picks, sources, strict=True))
-    ]
-    out.sort(key=lambda r: (-r.score, r.item_id))  # only reorders exact ties
+    recent = _recent([requests[b].recent for b in live], stack.dim)
+    for user, b in enumerate(live):
+        n = min(k, int(counts[user]))
+        at = first[user] + picks[user, :n]
+        picked_rows = rows[at]
+        picked_ids = [stack.ids[r] for r in picked_rows.tolist()]
+        offers = requests[b].offers
+        recent_ids = recent.ids[user]
+        because = _because(picked_ids, unit[at], offers.reasons, recent_ids,
+                           recent.unit[recent.first[user]:recent.first[user] + len(recent_ids)], params)
+        sources = [names[w] for w in winner[picked_rows].tolist()]
+        ranked = [  # a trending item is there for the crowd, not for anything the user did: no reason
+            RankedItem(item_id=item_id, score=score, because=() if source == "trending" else reasons, source=source)
+            for item_id, score, reasons, source in zip(picked_ids, values_picked[user, :n].tolist(), because, sources,
+                                                        strict=True)
+        ]
+        ranked.sort(key=lambda r: (-r.score, r.item_id))  # only reorders exact ties
+        out[b] = ranked
     return out
 
 
-def _pickable(relevance: np.ndarray, k: int, diversity: float) -> np.ndarray | None:
-    """The rows MMR may pick among the top ``k``; None when that is every row.
+@dataclass(frozen=True, slots=True)
+class _Stacked:
+    """The offers of a batch's users, one under the other."""
 
-    At every step fewer than ``k`` items are picked, so one of the ``k`` most relevant is
-    still free, and its MMR value is at least ``(1 - lam) * r_k - lam`` (``r_k`` the k-th
+    ids: list[str]  # every row's item id
+    vectors: np.ndarray  # (rows, dim) float32
+    dim: int
+    names: list[str]  # the columns: every source any user has, by name
+    scores: np.ndarray  # (rows, sources), NaN where a source did not score the row's item
+    seg: np.ndarray  # (rows,) the row's user, 0..users-1
+    starts: np.ndarray  # (users,) each user's first row
+
+
+def _stack(requests: Sequence[RankRequest], live: Sequence[int]) -> _Stacked:
+    offers = [requests[b].offers for b in live]
+    names = sorted({name for o in offers for name in o.sources})
+    column = {name: c for c, name in enumerate(names)}
+    sizes = np.array([len(o.item_ids) for o in offers])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    scores = np.full((int(sizes.sum()), len(names)), np.nan)
+    ids: list[str] = []
+    for o, start in zip(offers, starts.tolist(), strict=True):
+        scores[start:start + len(o.item_ids), [column[name] for name in o.sources]] = o.scores
+        ids.extend(o.item_ids)
+    # One dimension for the batch (the index's); a user whose offers carry none (or another)
+    # gets zero rows: similar to nothing, as without vectors.
+    dims = Counter(o.vectors.shape[1] for o in offers if o.vectors.ndim == 2 and o.vectors.size)
+    dim = dims.most_common(1)[0][0] if dims else 0
+    vectors = np.concatenate([
+        o.vectors if o.vectors.ndim == 2 and o.vectors.shape[1] == dim else np.zeros((len(o.item_ids), dim))
+        for o in offers]).astype(np.float32, copy=False)
+    seg = np.repeat(np.arange(len(offers)), sizes)
+    return _Stacked(ids=ids, vectors=vectors, dim=dim, names=names, scores=scores, seg=seg, starts=starts)
+
+
+def _pickable(relevance: np.ndarray, seg: np.ndarray, users: int, k: int, diversity: float) -> np.ndarray:
+    """Which rows MMR may pick among each user's top ``k`` (a boolean mask).
+
+    At every step fewer than ``k`` items are picked, so one of the user's ``k`` most relevant
+    is still free, and its MMR value is at least ``(1 - lam) * r_k - lam`` (``r_k`` the k-th
     largest relevance; the similarity penalty is at most 1). A candidate whose best MMR value,
     ``(1 - lam) * r``, is below that never wins a step. A margin covers float32 similarities
     a hair above 1.
     """
-    n = relevance.size
-    if n <= k or diversity >= 1.0:
-        return None
-    r_k = np.partition(relevance, n - k)[n - k]
+    counts = np.bincount(seg, minlength=users)
+    if diversity >= 1.0 or counts.max() <= k:
+        return np.ones(relevance.size, dtype=bool)
+    order = np.lexsort((-relevance, seg))  # each user's rows, most relevant first
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    r_k = np.full(users, -np.inf)
+    crowded = np.flatnonzero(counts > k)
+    r_k[crowded] = relevance[order[first[crowded] + k - 1]]
     bound = r_k - diversity / (1.0 - diversity) * (1.0 + 1e-6) - 1e-9
-    rows = np.flatnonzero(relevance >= bound)
-    return rows if rows.size < n else None
+    return relevance >= bound[seg]
+
+
+class _Recent(NamedTuple):
+    """Every user's distinct recent items, newest first, their unit vectors in one matrix."""
+
+    ids: list[list[str]]  # per user
+    first: list[int]  # per user: their first row of ``unit``
+    unit: np.ndarray  # (rows, dim) float32; a zero row where an item has no vector
+
+
+def _recent(recents: Sequence[Sequence[tuple[str, np.ndarray | None]]], dim: int) -> _Recent:
+    ids: list[list[str]] = []
+    first: list[int] = []
+    vectors: list[np.ndarray] = []
+    zero = np.zeros(dim, np.float32)
+    for recent in recents:
+        mine: dict[str, None] = {}
+        first.append(len(vectors))
+        for rid, v in reversed(recent):  # the newest occurrence of an id wins
+            if rid in mine:
+                continue
+            mine[rid] = None
+            arr = None if v is None else np.asarray(v).reshape(-1)
+            vectors.append(arr if arr is not None and arr.shape[0] == dim else zero)
+        ids.append(list(mine))
+    unit = normalise_rows(np.stack(vectors)) if vectors and dim else np.zeros((len(vectors), dim), np.float32)
+    return _Recent(ids, first, unit)
 
 
 def _because(
     picked: list[str],
     picked_mat: np.ndarray,
     reasons: Mapping[str, list[str]],
-    recent: Sequence[tuple[str, np.ndarray | None]],
-    dim: int,
+    recent_ids: list[str],
+    recent_unit: np.ndarray,
     params: RankParams,
 ) -> list[tuple[str, ...]]:
+    """Up to ``max_because`` of the user's recent items per picked item: the generators' own
+    reasons first, then the most similar recent items (cosine desc, newest first)."""
     m = params.max_because
     if m == 0:
         return [() for _ in picked]
-    # Distinct recent ids, newest occurrence wins; newest first for tie-breaks.
-    recent_ids: list[str] = []
-    recent_vecs: list[np.ndarray] = []
-    seen: set[str] = set()
-    for rid, v in reversed(recent):
-        if rid in seen:
-            continue
-        seen.add(rid)
-        recent_ids.append(rid)
-        arr = None if v is None else np.asarray(v).reshape(-1)
-        recent_vecs.append(arr if arr is not None and arr.shape[0] == dim else np.zeros(dim, np.float32))
-    sims = None
-    if recent_ids and dim:
-        sims = picked_mat @ normalise_rows(np.stack(recent_vecs)).T  # (k, recent)
+    seen = set(recent_ids)
+    ranked: list[list[int]] | None = None
+    if recent_ids and picked_mat.shape[1] and picked:
+        sims = picked_mat @ recent_unit.T  # (k, recent)
+        ranked, row_sims = np.argsort(-sims, axis=-1, kind="stable").tolist(), sims.tolist()  # ties: newest first
 
     out: list[tuple[str, ...]] = []
     for row, item in enumerate(picked):
         chosen = [r for r in reasons.get(item, ()) if r in seen and r != item][:m]
-        if sims is not None and len(chosen) < m:
-            s = sims[row]
-            for idx in np.lexsort((np.arange(len(s)), -s)):  # cosine desc, newest first
-                if s[idx] <= 0.0 or len(chosen) >= m:
+        if ranked is not None and len(chosen) < m:
+            sim_of = row_sims[row]
+            for idx in ranked[row]:
+                if sim_of[idx] <= 0.0 or len(chosen) >= m:
                     break
                 rid = recent_ids[idx]
                 if rid != item and rid not in chosen:

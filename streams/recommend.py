@@ -11,7 +11,7 @@ O(catalogue):
    vector) in one index call, co-visitation and co-like neighbours of each user's recent
    items, and trending items;
 2. seen items dropped (the index over-fetches instead of filtering: docs/architecture.md);
-3. :func:`streams.ranking.rank_offers` blends, diversifies (MMR) and explains, per user.
+3. :func:`streams.ranking.rank_batch` blends, diversifies (MMR) and explains, every user at once.
 
 Prequential use (eval): ``recommend(state, now)`` first, then ``observe(state, click)``.
 Streaming use (workers): ``observe`` each click of a batch in order, then
@@ -31,6 +31,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
+from streams.catalog import ItemCatalog, ItemInfo
 from streams.covisit import CoScores, CovisitCounts, CovisitParams, CovisitState
 from streams.index.base import Hit, VectorIndex
 from streams.interest import (
@@ -43,48 +44,10 @@ from streams.interest import (
     session_vector,
     update_interest,
 )
-from streams.ranking import Offers, RankedItem, RankParams, rank_offers
+from streams.ranking import Offers, RankedItem, RankParams, RankRequest, rank_batch
 from streams.records import Click
 from streams.settings import Settings
 from streams.trending import Trending, TrendingParams, TrendingState
-
-
-@dataclass(frozen=True, slots=True)
-class ItemInfo:
-    vector: np.ndarray  # float32 [dim], unit norm, read-only
-    title: str = ""
-    tags: tuple[str, ...] = ()
-    created_at_s: float | None = None
-
-
-class ItemCatalog:
-    """Every item this worker knows: its vector and what a reader needs to show it."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, ItemInfo] = {}
-        self.model_version = ""
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, item_id: object) -> bool:
-        return item_id in self._items
-
-    def get(self, item_id: str) -> ItemInfo | None:
-        return self._items.get(item_id)
-
-    def ids(self) -> list[str]:
-        return list(self._items)
-
-    def put(self, item_id: str, info: ItemInfo) -> None:
-        self._items[item_id] = info
-
-    def remove(self, item_id: str) -> None:
-        self._items.pop(item_id, None)
-
-    def vector(self, item_id: str) -> np.ndarray | None:
-        info = self._items.get(item_id)
-        return None if info is None else info.vector
 
 
 #: Ranking as tuned on ml-100k with ``recstream eval`` (prequential NDCG@10). Co-visitation
@@ -306,12 +269,13 @@ class Recommender:
         """The ranked, explained list for each request, in order: the click path of a batch.
 
         The vector queries of every request go to the index in one call (one engine pass,
-        one crossing into the engine); what is per user after that (co-visitation rows,
-        ranking, MMR, reasons) reads only that user's state and the shared counts.
+        one crossing into the engine), and their offers are ranked together (one stacked
+        matrix); each list reads only its user's state and the shared counts, so it is the
+        same whoever else is in the batch.
         """
         plans = self._plans(requests)
         self._search(plans)
-        return [self._rank(plan, record_exposure) for plan in plans]
+        return self._rank(plans, record_exposure)
 
     # ------------------------------------------------------------------ one batch
 
@@ -369,23 +333,30 @@ class Recommender:
             self._cross_score(offers, plan.queries, co_scores, now_s)
         return offers
 
-    def _rank(self, plan: _Plan, record_exposure: bool) -> list[RankedItem]:
-        offers = self._offers(plan)
-        if not offers.item_ids:
-            return []
-        now_s = plan.now_s
-        recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in plan.positive]
-        exposure = None
-        if self.params.rank.exposure_penalty > 0 and len(self.exposure):
-            top = self.exposure.top(now_s, 1)
-            peak = top[0][1] if top else 0.0
-            if peak > 0:
-                exposure = {i: self.exposure.score(i, now_s) / peak for i in offers.item_ids}
-        ranked = rank_offers(offers, recent=recent, k=self.params.k, params=self.params.rank, exposure=exposure)
-        if record_exposure and self.params.rank.exposure_penalty > 0:  # counted only where it is read
-            for item in ranked:
-                self.exposure.observe(item.item_id, now_s, 1.0)
-        return ranked
+    def _rank(self, plans: Sequence[_Plan], record_exposure: bool) -> list[list[RankedItem]]:
+        """Every plan's offers ranked in one :func:`~streams.ranking.rank_batch`."""
+        p = self.params
+        requests = []
+        for plan in plans:
+            offers = self._offers(plan)
+            recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in plan.positive]
+            requests.append(RankRequest(offers, recent, self._exposure(offers.item_ids, plan.now_s)))
+        lists = rank_batch(requests, k=p.k, params=p.rank)
+        if record_exposure and p.rank.exposure_penalty > 0:  # counted only where it is read
+            for plan, ranked in zip(plans, lists, strict=True):
+                for item in ranked:
+                    self.exposure.observe(item.item_id, plan.now_s, 1.0)
+        return lists
+
+    def _exposure(self, item_ids: list[str], now_s: float) -> dict[str, float] | None:
+        """Each item's exposure over the most exposed item's, when the penalty is on."""
+        if not item_ids or self.params.rank.exposure_penalty <= 0 or not len(self.exposure):
+            return None
+        top = self.exposure.top(now_s, 1)
+        peak = top[0][1] if top else 0.0
+        if peak <= 0:
+            return None
+        return {i: self.exposure.score(i, now_s) / peak for i in item_ids}
 
     def _cross_score(self, offers: Offers, queries: list[_Query], co_scores: dict[str, CoScores],
                      now_s: float) -> None:
@@ -411,12 +382,13 @@ class Recommender:
         for source, co in co_scores.items():
             rows = empty(source)
             col = offers.sources.index(source)
-            for j, hit in zip(rows.tolist(), co.lookup([ids[j] for j in rows.tolist()]), strict=True):
-                if hit is not None and math.isfinite(hit[0]):
-                    scores[j, col] = hit[0]
-                    because = reasons.setdefault(ids[j], [])
-                    if hit[1] not in because:
-                        because.append(hit[1])
+            found, supports = co.lookup([ids[j] for j in rows.tolist()])
+            hit = np.flatnonzero(np.isfinite(found))
+            scores[rows[hit], col] = found[hit]
+            for j, at in zip(rows[hit].tolist(), hit.tolist(), strict=True):
+                because = reasons.setdefault(ids[j], [])
+                if supports[at] not in because:
+                    because.append(supports[at])
         for source in ("interest", "session"):  # each as its generator scores: cosine x share
             mine = [q for q in queries if q.source == source]
             if not mine or source not in offers.sources:
@@ -512,16 +484,18 @@ class _OfferTable:
     def items(self, catalog: ItemCatalog) -> tuple[list[str], np.ndarray]:
         """The offered items the catalog knows (it is the truth; the index only mirrors it),
         and their vectors; the others are dropped."""
-        vector = catalog.vector
-        found = [(i, v) for i in self._order if (v := vector(i)) is not None]
-        if len(found) < len(self._order):
-            self._order = dict.fromkeys(i for i, _ in found)
+        ids = list(self._order)
+        rows = catalog.rows(ids, len(ids))
+        if (rows < 0).any():
+            ids = [i for i, row in zip(ids, rows.tolist(), strict=True) if row >= 0]
+            rows = rows[rows >= 0]
+            self._order = dict.fromkeys(ids)
             for column in self._columns.values():
                 for item_id in [i for i in column if i not in self._order]:
                     del column[item_id]
-        if not found:
+        if not ids:
             return [], np.zeros((0, 0), dtype=np.float32)
-        return [i for i, _ in found], np.stack([v for _, v in found])
+        return ids, catalog.vectors(rows)
 
     def offers(self, ids: list[str], vectors: np.ndarray) -> Offers:
         sources = list(self._columns)

@@ -41,7 +41,8 @@ from typing import TypeVar
 import msgspec
 import numpy as np
 
-from streams.recommend import CrowdState, ItemCatalog, ItemInfo
+from streams.catalog import ItemCatalog, ItemInfo
+from streams.recommend import CrowdState
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from streams.index.base import VectorIndex
 from streams.index.factory import open_index
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
-from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams, Request
+from streams.catalog import ItemCatalog, ItemInfo
+from streams.recommend import Recommender, RecommenderParams, Request
 from streams.records import Click
 from streams.settings import Settings
 

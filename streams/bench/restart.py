@@ -55,7 +55,8 @@ def template_states(items: int, *, count: int = TEMPLATES, clicks: int = CLICKS_
     """``count`` user states, each from ``clicks`` Zipf-drawn clicks an hour apart, built by
     the recommender the workers run (so their shape and size are a real user's)."""
     from streams.index.memory import MemoryIndex
-    from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams
+    from streams.catalog import ItemCatalog, ItemInfo
+    from streams.recommend import Recommender, RecommenderParams
     from streams.records import Click
 
     n = min(items, 5_000)  # the states only need vectors of the items they click

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import snapshot
 from streams.index.base import VectorIndex
-from streams.recommend import ItemCatalog, ItemInfo
+from streams.catalog import ItemCatalog, ItemInfo
 from streams.records import RecordDecodeError, decode_item_vector
 from streams.stages.context import WorkerContext
 from streams.topics import whole_topic_reader

@@ -6,11 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.covisit import CovisitCounts, CovisitParams
+from streams.covisit import CoScores, CovisitCounts, CovisitParams
 
 T0 = 1_700_000_000.0
 H = 3_600.0
 fast = settings(max_examples=60, deadline=None)
+
+
+def lookup(scores: CoScores, item_ids: list[str]) -> list[tuple[float, str] | None]:
+    """``(score, because)`` per item, None where the scores hold none."""
+    values, because = scores.lookup(item_ids)
+    return [None if b is None else (float(v), b) for v, b in zip(values.tolist(), because, strict=True)]
 
 
 def score(counts: CovisitCounts, a: str, b: str, now_s: float) -> float:
@@ -165,8 +171,8 @@ def test_scores_hold_every_candidate_and_candidates_are_their_top(sessions, norm
     scores = counts.scores(recent, T0 + H)
     top = counts.candidates(recent, T0 + H, 4)
     assert len(top) == min(4, len(scores))
-    assert [(s, b) for _, s, b in top] == scores.lookup([c for c, _, _ in top])
-    others = scores.lookup([f"i{n}" for n in range(12) if f"i{n}" not in {c for c, _, _ in top}])
+    assert [(s, b) for _, s, b in top] == lookup(scores, [c for c, _, _ in top])
+    others = lookup(scores, [f"i{n}" for n in range(12) if f"i{n}" not in {c for c, _, _ in top}])
     assert all(hit[0] <= top[-1][1] for hit in others if hit is not None)
 
 
@@ -183,9 +189,9 @@ def test_lookup_honours_exclude_and_unknown_items():
     counts = CovisitCounts(CovisitParams(half_life_s=H))
     feed(counts, [[("a", T0), ("x", T0 + 1)], [("a", T0), ("y", T0 + 1)]])
     recent = [("a", T0 + 5)]
-    assert counts.scores(recent, T0 + 9).lookup(["x", "never-seen", "a"])[1:] == [None, None]
-    assert counts.scores(recent, T0 + 9, exclude={"x"}).lookup(["x", "y"])[0] is None
-    assert counts.scores([("never-seen", T0)], T0 + 9).lookup(["x"]) == [None]
+    assert lookup(counts.scores(recent, T0 + 9), ["x", "never-seen", "a"])[1:] == [None, None]
+    assert lookup(counts.scores(recent, T0 + 9, exclude={"x"}), ["x", "y"])[0] is None
+    assert lookup(counts.scores([("never-seen", T0)], T0 + 9), ["x"]) == [None]
 
 
 @given(st.lists(st.integers(1, 4), min_size=30, max_size=80), st.integers(0, 40), st.integers(1, 6))
@@ -201,7 +207,7 @@ def test_top_over_many_neighbours_is_the_best_not_excluded_ties_by_id(strengths,
     exclude = {f"n{k:02d}" for k in by_strength[:excluded]}
     scores = counts.scores([("a", t)], t, exclude)
     ids = [f"n{k:02d}" for k in range(len(strengths))]
-    everything = sorted(((hit[0], i) for i, hit in zip(ids, scores.lookup(ids), strict=True) if hit is not None),
+    everything = sorted(((hit[0], i) for i, hit in zip(ids, lookup(scores, ids), strict=True) if hit is not None),
                         key=lambda pair: (-pair[0], pair[1]))
     assert [(i, s) for i, s, _ in scores.top(n)] == [(i, s) for s, i in everything[:n]]
 

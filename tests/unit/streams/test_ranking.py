@@ -15,7 +15,9 @@ from streams.ranking import (
     Offers,
     RankedItem,
     RankParams,
+    RankRequest,
     normalise_rows,
+    rank_batch,
     rank_offers,
 )
 
@@ -340,7 +342,7 @@ def test_pruning_the_unpickable_changes_no_list(n, k, diversity, seed, sources, 
     pruned = rank_offers(offers, recent=recent, k=k, params=params)
     original = ranking._pickable
     try:
-        ranking._pickable = lambda *_: None
+        ranking._pickable = lambda relevance, *_: np.ones(relevance.size, dtype=bool)
         full = rank_offers(offers, recent=recent, k=k, params=params)
     finally:
         ranking._pickable = original
@@ -348,3 +350,31 @@ def test_pruning_the_unpickable_changes_no_list(n, k, diversity, seed, sources, 
     # similarity products run over matrices of other shapes)
     assert [(r.item_id, r.because, r.source) for r in pruned] == [(r.item_id, r.because, r.source) for r in full]
     assert np.allclose([r.score for r in pruned], [r.score for r in full], rtol=0, atol=1e-6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(users=st.integers(1, 6), k=st.integers(1, 12), diversity=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+       fusion=st.sampled_from(["sum", "max"]), seed=st.integers(0, 2**31))
+def test_a_users_list_does_not_depend_on_the_batch(users, k, diversity, fusion, seed):
+    """rank_batch stacks every user's offers; each list is the one ranked alone, in any company
+    (users with other sources, other sizes, exposure, no offers at all)."""
+    rng = np.random.default_rng(seed)
+    requests = []
+    for u in range(users):
+        n = int(rng.integers(0, 40))
+        names = list(rng.permutation(SOURCES)[: int(rng.integers(1, len(SOURCES) + 1))])
+        scores = rng.standard_normal((n, len(names))) * rng.choice([0.01, 1.0, 10.0])
+        scores[rng.random((n, len(names))) < 0.4] = np.nan
+        scores[rng.random((n, len(names))) < 0.05] = 0.25  # ties
+        vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+        ids = [f"u{u}i{j:02d}" for j in rng.permutation(n)]
+        recent = [(ids[j], vectors[j]) for j in range(min(n, 3))]
+        exposure = {i: float(rng.random()) for i in ids[::2]} if u % 2 else None
+        requests.append(RankRequest(Offers(item_ids=ids, vectors=vectors, sources=names, scores=scores,
+                                           reasons={ids[0]: [ids[1]]} if n > 1 else {}), recent, exposure))
+    params = RankParams(diversity=diversity, fusion=fusion)
+    together = rank_batch(requests, k=k, params=params)
+    alone = [rank_batch([r], k=k, params=params)[0] for r in requests]
+    assert together == alone
+    for request, ranked in zip(requests, together, strict=True):
+        assert len(ranked) == min(k, int(np.isfinite(request.offers.scores).any(axis=1).sum()))

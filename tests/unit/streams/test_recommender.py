@@ -7,7 +7,8 @@ import numpy as np
 from dataclasses import replace
 
 from streams.index.memory import MemoryIndex
-from streams.recommend import ItemCatalog, ItemInfo, Recommender, RecommenderParams, Request
+from streams.catalog import ItemCatalog, ItemInfo
+from streams.recommend import Recommender, RecommenderParams, Request
 from streams.records import Click
 
 DIM = 8

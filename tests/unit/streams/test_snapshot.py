@@ -8,7 +8,7 @@ import msgspec
 import numpy as np
 
 from streams import snapshot
-from streams.recommend import ItemCatalog, ItemInfo
+from streams.catalog import ItemCatalog, ItemInfo
 
 NOW = 1_700_000_000.0
 DAY = 86_400.0
