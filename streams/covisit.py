@@ -371,15 +371,13 @@ class CovisitCounts:
             rel = co / np.repeat(row_sums + s, lengths)
         contrib = rel * np.repeat(np.asarray(recency), lengths)
         source = np.repeat(np.asarray(numbers, dtype=np.int64), lengths)
-        ids, inverse = np.unique(nb, return_inverse=True)
-        total = np.bincount(inverse, weights=contrib, minlength=ids.size)
-        # because: the row with the largest contribution; on ties the newest (rows come newest first).
-        best = np.zeros(ids.size)
-        np.maximum.at(best, inverse, contrib)
-        at_best = np.flatnonzero(contrib == best[inverse])
-        _, first = np.unique(inverse[at_best], return_index=True)
-        because = np.zeros(ids.size, dtype=np.int64)
-        because[inverse[at_best[first]]] = source[at_best[first]]
+        # Grouped by neighbour, each group's largest contribution first (ties: the newest row,
+        # as rows come newest first and the sort is stable): that row is the item's ``because``.
+        order = np.lexsort((-contrib, nb))
+        nb, contrib, source = nb[order], contrib[order], source[order]
+        starts = np.flatnonzero(np.concatenate(([True], nb[1:] != nb[:-1])))
+        ids, because = nb[starts], source[starts]
+        total = np.add.reduceat(contrib, starts)
         keep = total > 0
         return CoScores(self._numbers, self._names, ids[keep], total[keep], because[keep], exclude)
 

@@ -370,36 +370,39 @@ class Recommender:
         where positive.
         """
         ids, scores, reasons = offers.item_ids, offers.scores, offers.reasons
+        column = {source: col for col, source in enumerate(offers.sources)}
+        unscored = np.isnan(scores)  # each step below reads and fills only its own column
 
         def empty(source: str) -> np.ndarray:
-            return np.flatnonzero(np.isnan(scores[:, offers.sources.index(source)]))
+            return np.flatnonzero(unscored[:, column[source]])
 
         rows = empty("trending")
         if rows.size:
             popular = self.trending.scores([ids[j] for j in rows.tolist()], now_s)
             keep = popular > 0
-            scores[rows[keep], offers.sources.index("trending")] = popular[keep]
+            scores[rows[keep], column["trending"]] = popular[keep]
         for source, co in co_scores.items():
             rows = empty(source)
-            col = offers.sources.index(source)
             found, supports = co.lookup([ids[j] for j in rows.tolist()])
             hit = np.flatnonzero(np.isfinite(found))
-            scores[rows[hit], col] = found[hit]
+            scores[rows[hit], column[source]] = found[hit]
             for j, at in zip(rows[hit].tolist(), hit.tolist(), strict=True):
                 because = reasons.setdefault(ids[j], [])
                 if supports[at] not in because:
                     because.append(supports[at])
-        for source in ("interest", "session"):  # each as its generator scores: cosine x share
-            mine = [q for q in queries if q.source == source]
-            if not mine or source not in offers.sources:
+        sims = None  # (items, queries): cosine x share, every query at once
+        for source in ("interest", "session"):  # each as its generator scores
+            mine = [j for j, q in enumerate(queries) if q.source == source]
+            if not mine or source not in column:
                 continue
             rows = empty(source)
             if rows.size:
-                q = np.stack([m.vector for m in mine])  # (m, dim)
-                shares = np.array([m.share for m in mine], dtype=np.float32)
-                best = ((offers.vectors[rows] @ q.T) * shares).max(axis=1).astype(np.float64)  # (n, m) -> n
+                if sims is None:
+                    shares = np.array([q.share for q in queries], dtype=np.float32)
+                    sims = (offers.vectors @ np.stack([q.vector for q in queries]).T) * shares
+                best = sims[np.ix_(rows, mine)].max(axis=1).astype(np.float64)
                 keep = best > 0
-                scores[rows[keep], offers.sources.index(source)] = best[keep]
+                scores[rows[keep], column[source]] = best[keep]
 
 
 class Request(NamedTuple):
