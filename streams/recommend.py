@@ -400,7 +400,7 @@ class Recommender:
                 if sims is None:
                     shares = np.array([q.share for q in queries], dtype=np.float32)
                     sims = (offers.vectors @ np.stack([q.vector for q in queries]).T) * shares
-                best = sims[np.ix_(rows, mine)].max(axis=1).astype(np.float64)
+                best = sims[:, mine].max(axis=1)[rows].astype(np.float64)
                 keep = best > 0
                 scores[rows[keep], column[source]] = best[keep]
 
