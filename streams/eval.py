@@ -27,6 +27,10 @@ Metrics per model, averaged over events (one relevant item per event, rank r fro
   at least once.
 * ``gini``: the Gini coefficient of how often each catalogue item was recommended (0: every
   item shown equally often, towards 1: a few items get all the exposure).
+* ``segments``: ``events``, ``hr@k`` and ``ndcg@k`` over three kinds of events: ``cold_items``
+  (the target had fewer than :data:`COLD_ITEM_CLICKS` earlier clicks), ``new_users`` (the
+  user fewer than :data:`NEW_USER_CLICKS`; the two overlap) and ``rest`` (neither), since an
+  average over all clicks hides the cold start that text vectors are there for.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.baselines import CovisitModel, EvalModel, PopularityModel
+from streams.baselines import CovisitModel, EaseModel, EvalModel, PopularityModel
 from streams.datasets import Dataset, check_evaluable, load_jsonl, load_movielens_100k
 from streams.errors import ConfigError
 from streams.index.memory import MemoryIndex
@@ -63,11 +67,17 @@ __all__ = [
     "item_timeline",
     "rank_metrics",
     "run_eval",
+    "segment_metrics",
     "summarise",
 ]
 
 log = logging.getLogger(__name__)
 
+#: Segments: a click on an item with fewer earlier clicks than this is a cold-item event...
+COLD_ITEM_CLICKS = 5
+#: ... and a click by a user with fewer earlier clicks than this a new-user event (the two
+#: overlap; ``rest`` is neither).
+NEW_USER_CLICKS = 3
 #: Events in the rolling mean of the NDCG-over-time plot.
 PLOT_WINDOW_EVENTS = 2_000
 #: Texts per encoder call when vectors are not cached yet: large, so that the encoder's
@@ -137,6 +147,17 @@ def summarise(hits: np.ndarray, ndcgs: np.ndarray, rrs: np.ndarray, exposure: Ma
         "mrr": float(rrs.mean()) if n else 0.0,
         "coverage": (sum(1 for c in counts if c > 0) / len(cat)) if cat else 0.0,
         "gini": gini(counts),
+    }
+
+
+def segment_metrics(hits: np.ndarray, ndcgs: np.ndarray, segments: Mapping[str, np.ndarray],
+                    k: int) -> dict[str, dict[str, float]]:
+    """A model's ``{"events", "ndcg@k", "hr@k"}`` over each segment's events (boolean masks)."""
+    return {
+        name: {"events": int(mask.sum()),
+               f"ndcg@{k}": float(ndcgs[mask].mean()) if mask.any() else 0.0,
+               f"hr@{k}": float(hits[mask].mean()) if mask.any() else 0.0}
+        for name, mask in segments.items()
     }
 
 
@@ -217,7 +238,7 @@ def run_eval(
     plot_path: Path | None = None,
     extra_models: Sequence[Callable[[], EvalModel]] = (),
 ) -> dict[str, Any]:
-    """Prequential replay of ``dataset`` through recstream, ``popularity`` and ``covisit``.
+    """Prequential replay of ``dataset`` through recstream, ``popularity``, ``covisit`` and ``ease``.
 
     See the module docstring for the protocol and the metrics.
 
@@ -234,7 +255,8 @@ def run_eval(
         extra_models: factories of further models to compare (tests, experiments).
 
     Returns:
-        ``{"dataset", "events", "k", "models": {name: {"hr@k","ndcg@k","mrr","coverage","gini"}},
+        ``{"dataset", "events", "k", "models": {name: {"hr@k","ndcg@k","mrr","coverage","gini",
+        "segments": {"cold_items"|"new_users"|"rest": {"events","ndcg@k","hr@k"}}}},
         "seconds", "catalogue", "unrecommendable", "plot"}`` where ``unrecommendable`` counts
         events whose target was not known or had no vector at the time.
 
@@ -253,7 +275,7 @@ def run_eval(
     latest = {it.item_id: it for it in dataset.items if it.op == "upsert"}
 
     models: list[EvalModel] = [RecstreamModel(item_vectors, dim, params, latest), PopularityModel(),
-                               CovisitModel()]
+                               CovisitModel(), EaseModel()]
     models.extend(factory() for factory in extra_models)
     names = [m.name for m in models]
     if len(set(names)) != len(names):
@@ -265,6 +287,10 @@ def run_eval(
     rrs = np.zeros((len(models), n), dtype=np.float64)
     exposure: list[dict[str, int]] = [{} for _ in models]
     clicked: dict[str, set[str]] = {}
+    item_clicks: dict[str, int] = {}  # earlier clicks per item and per user: the segments
+    user_clicks: dict[str, int] = {}
+    cold_item = np.zeros(n, dtype=bool)
+    new_user = np.zeros(n, dtype=bool)
     known: set[str] = set()
     catalogue: set[str] = set()
     unrecommendable = 0
@@ -304,6 +330,10 @@ def run_eval(
             target = click.item_id
             if target not in known or target not in item_vectors:
                 unrecommendable += 1
+            cold_item[e] = item_clicks.get(target, 0) < COLD_ITEM_CLICKS
+            new_user[e] = user_clicks.get(click.user_id, 0) < NEW_USER_CLICKS
+            item_clicks[target] = item_clicks.get(target, 0) + 1
+            user_clicks[click.user_id] = user_clicks.get(click.user_id, 0) + 1
             for m_idx, model in enumerate(models):
                 recs = model.recommend(click.user_id, click.ts_s, k, user_clicked)
                 counts = exposure[m_idx]
@@ -316,11 +346,13 @@ def run_eval(
             if (e + 1) % 500 == 0 or e + 1 == n:
                 advance(e + 1, {name: float(ndcgs[i, : e + 1].mean()) for i, name in enumerate(names)})
 
+    segments = {"cold_items": cold_item, "new_users": new_user, "rest": ~(cold_item | new_user)}
     result: dict[str, Any] = {
         "dataset": dataset.name,
         "events": n,
         "k": k,
-        "models": {name: summarise(hits[i], ndcgs[i], rrs[i], exposure[i], catalogue, k)
+        "models": {name: {**summarise(hits[i], ndcgs[i], rrs[i], exposure[i], catalogue, k),
+                          "segments": segment_metrics(hits[i], ndcgs[i], segments, k)}
                    for i, name in enumerate(names)},
         "seconds": round(time.perf_counter() - started, 3),
         "catalogue": len(catalogue),

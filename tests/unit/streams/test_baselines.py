@@ -1,8 +1,10 @@
-"""Baselines: popularity and co-visitation under the eval's model interface."""
+"""Baselines: popularity, co-visitation and EASE under the eval's model interface."""
 
 from __future__ import annotations
 
-from streams.baselines import CovisitModel, PopularityModel
+import numpy as np
+
+from streams.baselines import CovisitModel, EaseModel, PopularityModel
 from streams.records import Click
 
 
@@ -54,5 +56,33 @@ def test_baselines_are_deterministic():
             m.observe(c)
         return out
 
-    for cls in (PopularityModel, CovisitModel):
+    for cls in (PopularityModel, CovisitModel, EaseModel):
         assert run(cls) == run(cls)
+
+
+def test_ease_learns_only_at_refits_and_then_follows_the_users_own_clicks():
+    m = EaseModel(lam=1.0, refit_every=6)
+    m.add_items(["a", "b", "c", "d"])
+    _feed(m, CLICKS[:5])  # no fit yet: popularity only
+    assert m._b is None and m.recommend("u3", 45.0, 2, {"c"}) == ["b", "a"]  # b clicked more recently
+    m.observe(CLICKS[5])  # the 6th click: fit on the clicks so far
+    assert m._b is not None and set(m._column_ids) == {"a", "b", "c"}
+    # a and b were clicked together twice: a user with "a" gets "b" first
+    m.observe(Click(user_id="u9", item_id="a", ts_s=70.0))
+    assert m.recommend("u9", 71.0, 1, {"a"}) == ["b"]
+    # the closed form: B = -P / diag(P), zero diagonal, with P = (X^T X + lambda I)^-1
+    x = np.array([[1, 1, 0], [1, 1, 0], [1, 0, 1]], dtype=np.float64)  # u1, u2, u3 over a, b, c
+    p = np.linalg.inv(x.T @ x + np.eye(3))
+    b = p / -np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    order = [m._column_ids.index(i) for i in ("a", "b", "c")]
+    np.testing.assert_allclose(m._b[np.ix_(order, order)], b, rtol=1e-5, atol=1e-6)
+
+
+def test_ease_never_recommends_seen_or_unknown_items():
+    m = EaseModel(lam=1.0, refit_every=1)
+    m.add_items(["a", "b", "c"])  # "d" has no item record
+    _feed(m, CLICKS)
+    m.observe(Click(user_id="u4", item_id="a", ts_s=61.0))
+    recs = m.recommend("u4", 70.0, 10, {"a", "d"})
+    assert "a" not in recs and "d" not in recs and len(recs) == len(set(recs))

@@ -141,16 +141,40 @@ def test_run_eval_returns_the_contract_shape(tmp_path):
     out = run_eval(ds, vectors, k=10, progress=False, plot_path=tmp_path / "ndcg.png")
     assert {"dataset", "events", "k", "models", "seconds"} <= set(out)
     assert out["dataset"] == "tiny" and out["events"] == 60 and out["k"] == 10
-    assert set(out["models"]) == {"recstream", "popularity", "covisit"}
+    assert set(out["models"]) == {"recstream", "popularity", "covisit", "ease"}
     for metrics in out["models"].values():
+        segments = metrics.pop("segments")
         assert set(metrics) == {"hr@10", "ndcg@10", "mrr", "coverage", "gini"}
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
         assert metrics["mrr"] <= metrics["ndcg@10"] + 1e-9
         assert metrics["ndcg@10"] <= metrics["hr@10"] + 1e-9
+        assert set(segments) == {"cold_items", "new_users", "rest"}
+        for segment in segments.values():
+            assert set(segment) == {"events", "ndcg@10", "hr@10"}
+            assert 0.0 <= segment["ndcg@10"] <= segment["hr@10"] <= 1.0
     assert (tmp_path / "ndcg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Deterministic: the same replay gives the same figures.
     again = run_eval(ds, vectors, k=10, progress=False)
+    for metrics in again["models"].values():
+        metrics.pop("segments")
     assert again["models"] == out["models"]
+
+
+def test_segments_split_the_events_by_what_came_before():
+    """cold_items: the target had < 5 earlier clicks; new_users: the user < 3; rest: neither."""
+    items = [ItemEvent(item_id=i) for i in ("hot", "cold")]
+    # u0 clicks "hot" 6 times (events 0-5), then u1 clicks "hot" (6), then u0 "cold" (7)
+    clicks = [Click(user_id="u0", item_id="hot", ts_s=float(t)) for t in range(6)]
+    clicks += [Click(user_id="u1", item_id="hot", ts_s=6.0), Click(user_id="u0", item_id="cold", ts_s=7.0)]
+    rng = np.random.default_rng(3)
+    out = run_eval(Dataset("seg", items, clicks), {"hot": _unit(rng), "cold": _unit(rng)}, k=1, progress=False)
+    segments = out["models"]["popularity"]["segments"]
+    # cold: events 0-4 (hot had 0..4 earlier clicks) and 7; new users: 0-2 (u0) and 6 (u1)
+    assert segments["cold_items"]["events"] == 6
+    assert segments["new_users"]["events"] == 4
+    assert segments["rest"]["events"] == 1  # event 5: hot had 5 clicks, u0 had 5
+    # u1's click on "hot" is the one popularity gets right among the new users' events
+    assert segments["new_users"]["hr@1"] == 0.25 and segments["rest"]["hr@1"] == 0.0
 
 
 def test_limit_and_clicks_without_vectors_still_count():
