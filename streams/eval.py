@@ -222,6 +222,8 @@ class RecstreamModel:
 
     def observe(self, click: Click) -> None:
         self.states[click.user_id] = self.recommender.observe(self.states.get(click.user_id), click)
+        if self.recommender.refit_due:  # before the next click is predicted, as a worker would soon after
+            self.recommender.refit_ranker()
 
 
 # --------------------------------------------------------------------------- the replay
@@ -358,6 +360,9 @@ def run_eval(
         "catalogue": len(catalogue),
         "unrecommendable": unrecommendable,
     }
+    ranker = models[0].recommender.ranker if isinstance(models[0], RecstreamModel) else None
+    if ranker is not None:  # what the stream taught recstream's ranker, by feature
+        result["ranker"] = {"version": ranker.version, "weights": ranker.weights()}
     if plot_path is not None:
         result["plot"] = str(write_plot(plot_path, names, ndcgs, k, dataset.name))
     return result

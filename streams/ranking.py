@@ -29,7 +29,7 @@ Pure: no clock, no I/O, deterministic for equal inputs (ties broken by item_id).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from streams.errors import ConfigError
+from streams.learned import LinearRanker, feature_rows
 
 __all__ = [
     "DEFAULT_SOURCE_WEIGHTS",
@@ -187,6 +188,7 @@ class RankRequest(NamedTuple):
     offers: Offers
     recent: Sequence[tuple[str, np.ndarray | None]] = ()
     exposure: Mapping[str, float] | None = None
+    activity: int = 0  # the user's recent events (a feature of a learned ranker)
 
 
 def rank_offers(
@@ -201,7 +203,12 @@ def rank_offers(
     return rank_batch([RankRequest(offers, recent, exposure)], k=k, params=params)[0]
 
 
-def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams) -> list[list[RankedItem]]:
+#: Called with (request index, candidate ids, their feature rows, their relevance) for each user.
+Questions = Callable[[int, list[str], np.ndarray, np.ndarray], None]
+
+
+def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams, ranker: LinearRanker | None = None,
+               questions: Questions | None = None) -> list[list[RankedItem]]:
     """Blend, diversify and explain the offers of every user of a batch (the module
     docstring's steps 1-5), each list as if its user were ranked alone.
 
@@ -210,6 +217,11 @@ def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams) -
     than per user; what stays per user is what only reads that user's rows (the candidates'
     similarities, the reasons). A user's list never depends on who else is in the batch:
     every reduction runs within a user's rows, and the similarities are computed per user.
+
+    With a learned ``ranker`` (:mod:`streams.learned`), its click probability over the user's
+    best candidate replaces the hand-tuned blend of steps 1-2 as relevance, and the reported
+    source is the generator that adds most to it. ``questions``, when given, receives every
+    user's candidates with their features (what a learned ranker is trained on).
 
     Returns:
         For each request, up to ``k`` distinct items, score descending, ties by item_id.
@@ -244,7 +256,25 @@ def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams) -
     else:
         base = matrix.max(axis=1)
         winner = np.argmax(matrix, axis=1)  # ties: the first name
+    if ranker is not None or questions is not None:
+        popularity = (np.nan_to_num(raw[:, names.index("trending")], nan=0.0) if "trending" in names
+                      else np.zeros(seg.size))
+        activity = np.array([requests[b].activity for b in live])[seg]
+        features = feature_rows(np.where(finite, norm, 0.0), names, popularity, activity)
+    if ranker is not None:
+        chance = 1.0 / (1.0 + np.exp(-ranker.relevance(features)))
+        with np.errstate(invalid="ignore"):
+            peak = np.fmax.reduceat(np.where(keep, chance, np.nan), starts)
+        base = chance / np.where(peak > 0, peak, 1.0)[seg]
+        by_source = np.array([ranker.source_weight(name) for name in names])
+        contribution = np.where(finite, by_source * np.where(finite, norm, 0.0), -np.inf)
+        winner = len(names) - 1 - np.argmax(contribution[:, ::-1], axis=1)
     relevance = base + params.multi_source_bonus * (offered.sum(axis=1) - 1)
+    if questions is not None:
+        bounds = np.searchsorted(seg[rows], np.arange(len(live) + 1)).tolist()  # rows ascend, so do users
+        for user, b in enumerate(live):
+            mine = rows[bounds[user]:bounds[user + 1]]
+            questions(b, [stack.ids[r] for r in mine.tolist()], features[mine], relevance[mine])
 
     # ---- 3. exposure penalty
     if params.exposure_penalty and any(requests[b].exposure for b in live):

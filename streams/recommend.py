@@ -34,6 +34,7 @@ import numpy as np
 from streams.catalog import ItemCatalog, ItemInfo
 from streams.covisit import CoScores, CovisitCounts, CovisitParams, CovisitState
 from streams.index.base import Hit, VectorIndex
+from streams.learned import Answers, LinearRanker, RankerTrainer, fit_ranker
 from streams.interest import (
     EVENT_WEIGHTS,
     InterestParams,
@@ -99,6 +100,9 @@ class RecommenderParams:
     max_interest_queries: int = 2  # + the session query: 3 HNSW queries per click
     exposure_half_life_s: float = 3_600.0
     cross_score: bool = True
+    # Learn the blend from the stream (streams.learned): refit every this many answered
+    # recommendations (a user's next click on an item offered to them); 0: hand-tuned only.
+    ranker_refit_every: int = 2_000
 
     def version(self) -> str:
         """The ranker's version in recommendations: hand-tuned fusion, named by a digest of
@@ -119,6 +123,7 @@ class RecommenderParams:
             rank=replace(TUNED_RANK, diversity=r.diversity),
             k=r.k,
             candidates_per_source=r.candidates_per_source,
+            ranker_refit_every=r.ranker_refit_every,
         )
 
 
@@ -162,6 +167,9 @@ class Recommender:
         self.trending = Trending(params.trending)
         self.exposure = Trending(TrendingParams(half_life_s=params.exposure_half_life_s))
         self._ranker_version = params.version()  # the params are frozen: once
+        self.trainer = RankerTrainer(refit_every=params.ranker_refit_every) if params.ranker_refit_every else None
+        self.ranker: LinearRanker | None = None
+        self.refit_due = False
 
     def model_versions(self) -> dict[str, str]:
         """Every model a list of this recommender depends on, by role."""
@@ -227,7 +235,11 @@ class Recommender:
             vector=self.catalog.vector(click.item_id), ts_s=click.ts_s, weight=weight,
             params=self.params.interest,
         )
-        if new is state or weight <= 0:  # a replayed click (at-least-once) counts once
+        if new is state:  # a replayed click (at-least-once) counts once
+            return new
+        if self.trainer is not None and self.trainer.clicked(click.user_id, click.item_id):
+            self.refit_due = True  # the caller refits: eval at once, a worker off its event loop
+        if weight <= 0:
             return new
         # the items before this click
         event = CrowdEvent(click.item_id, click.ts_s, weight, recent_positive(state) if state is not None else None)
@@ -235,6 +247,21 @@ class Recommender:
         if learned is not None:
             learned.append(event)
         return new
+
+    def refit_ranker(self) -> None:
+        """Refit the learned ranker on the answered recommendations kept so far, now."""
+        self.use_ranker(fit_ranker(self.ranker_answers()))
+
+    def ranker_answers(self) -> Answers:
+        """What a refit learns from (cheap: a worker takes it on its event loop and fits
+        elsewhere with :func:`~streams.learned.fit_ranker`)."""
+        self.refit_due = False
+        return self.trainer.answers() if self.trainer is not None else []
+
+    def use_ranker(self, ranker: LinearRanker | None) -> None:
+        """Rank with ``ranker`` from now on (None: keep the current one)."""
+        if ranker is not None:
+            self.ranker, self._ranker_version = ranker, ranker.version
 
     def learn(self, event: CrowdEvent) -> None:
         """Count one click in the crowd's aggregates (this worker's or another's)."""
@@ -340,8 +367,17 @@ class Recommender:
         for plan in plans:
             offers = self._offers(plan)
             recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in plan.positive]
-            requests.append(RankRequest(offers, recent, self._exposure(offers.item_ids, plan.now_s)))
-        lists = rank_batch(requests, k=p.k, params=p.rank)
+            requests.append(RankRequest(offers, recent, self._exposure(offers.item_ids, plan.now_s),
+                                        len(plan.state.recent) if plan.state is not None else 0))
+        trainer = self.trainer if record_exposure else None  # a look (pull API) asks nothing
+
+        def ask(b: int, item_ids: list[str], x: np.ndarray, relevance: np.ndarray) -> None:
+            state = plans[b].state
+            if trainer is not None and state is not None:
+                trainer.offered(state.user_id, item_ids, x, relevance)
+
+        lists = rank_batch(requests, k=p.k, params=p.rank, ranker=self.ranker,
+                           questions=ask if trainer is not None else None)
         if record_exposure and p.rank.exposure_penalty > 0:  # counted only where it is read
             for plan, ranked in zip(plans, lists, strict=True):
                 for item in ranked:

@@ -259,6 +259,13 @@ class RecommendSettings(_Section):
         description="Most clicks served as one batch: the recommend stage takes whatever is waiting, up to this, "
                     "and never waits for more.",
     )
+    ranker_refit_every: int = Field(
+        2_000, ge=0,
+        description="Learn the ranking from the stream: refit a logistic regression (each generator's score, "
+                    "popularity, cold item, new user) every this many answered recommendations (a user's next "
+                    "click on an item offered to them); until the first fit, and with 0 always, the hand-tuned "
+                    "blend ranks. Each worker learns from its own users.",
+    )
 
 
 class Settings(BaseSettings):

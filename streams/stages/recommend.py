@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.interest import UserState, forgotten
+from streams.learned import LinearRanker, fit_ranker
 from streams.ranking import unit_score
 from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request
 from streams.records import (
@@ -86,6 +87,7 @@ class RecommendStage:
         self.unknown_item_wait_s = settings.recommend.unknown_item_wait_s
         self.recommender: Recommender | None = None
         self._pending: set[asyncio.Future[None]] = set()  # batches waiting for their produce acks
+        self._refit: asyncio.Future[LinearRanker | None] | None = None  # the learned ranker's refit, while it runs
         self._busy = False  # a batch is being served
         self._serving = asyncio.Lock()  # one batch at a time: a user's state is loaded, moved, written back
         #: Clicks on items not indexed yet: (monotonic deadline, faust event, item id), oldest first.
@@ -289,6 +291,28 @@ class RecommendStage:
         task = asyncio.ensure_future(self._acknowledge(events, acks, letters))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        if recommender is not None and recommender.refit_due and self._refit is None:
+            self._refit_ranker(recommender)
+
+    def _refit_ranker(self, recommender: Recommender) -> None:
+        """Refit the learned ranker in a thread: a fit takes up to a second, and batches go on
+        meanwhile (with the ranker they had); the new one ranks from the batch after it is done."""
+        future = asyncio.get_running_loop().run_in_executor(None, fit_ranker, recommender.ranker_answers())
+        self._refit = future
+
+        def done(fitted: asyncio.Future[LinearRanker | None]) -> None:
+            self._refit = None
+            try:
+                ranker = fitted.result()
+            except Exception:  # noqa: BLE001 - a failed fit keeps the ranker there was
+                log.exception("refitting the learned ranker failed; ranking on with %s",
+                              recommender.model_versions()["ranker"])
+                return
+            recommender.use_ranker(ranker)
+            if ranker is not None:
+                log.info("ranker refit from the stream: %s %s", ranker.version, ranker.weights())
+
+        future.add_done_callback(done)
 
     def _apply(self, recommender: Recommender, clicks: list[tuple[Any, Click]],
                letters: list[tuple[Any, Exception]], learned: list[CrowdEvent]) -> list[_User]:

@@ -569,6 +569,41 @@ def _two_workers(broker: LocalBroker, tmp: pytest.TempPathFactory, first_dir: st
     return first, second
 
 
+def test_the_worker_learns_its_ranker_from_the_stream(kafka_broker: LocalBroker,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Users click what they were offered; after a few answered recommendations the worker
+    refits its ranker (off the event loop) and its lists name the learned model."""
+    pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("learner"))
+    pipe.env["RECSTREAM_RECOMMEND__RANKER_REFIT_EVERY"] = "4"
+    pipe.start_worker()
+    try:
+        pipe.items(_topic_items())
+        topics = ("space", "cook", "jazz")
+        users = {f"learner-{n}": f"{topics[n % 3]}-{n // 3}" for n in range(9)}
+        rankers: list[str] = []
+        deadline = time.monotonic() + 90  # the first fit imports scikit-learn, in a thread, as batches go on
+        step = 0
+        while users and not (rankers and rankers[-1].startswith("linear@")) and time.monotonic() < deadline:
+            step += 1
+            for user, item in list(users.items()):
+                [rec] = _one(pipe, user, item, NOW_S + 10 * step)
+                rankers.append(rec["models"]["ranker"])
+                if rec["items"]:
+                    users[user] = rec["items"][0]["item_id"]  # next: the item offered first
+                else:  # seen the whole (small) catalogue
+                    del users[user]
+        assert rankers[0].startswith("fusion@"), "the hand-tuned blend ranks until the first fit"
+        assert rankers[-1].startswith("linear@"), f"the ranker was never refit: {rankers}"
+        assert "ranker refit from the stream" in pipe.log_path.read_text()
+    finally:
+        pipe.stop_worker()
+
+
+def _one(pipe: Pipeline, user: str, item: str, ts_s: float) -> list[dict]:
+    trigger = pipe.click(user, item, ts_s)
+    return pipe.recommendations([trigger])[trigger]
+
+
 def test_two_workers_share_the_partitions(kafka_broker: LocalBroker,
                                           tmp_path_factory: pytest.TempPathFactory) -> None:
     """A second worker (index + recommend only) rebuilds its replica and takes half the clicks."""

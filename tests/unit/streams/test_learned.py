@@ -1,0 +1,77 @@
+"""The learned ranker: questions asked at ranking, answered by the next click, refit, used."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streams.learned import FEATURES, SOURCES, LinearRanker, RankerTrainer, feature_rows
+from streams.ranking import Offers, RankParams, RankRequest, rank_batch
+
+
+def test_feature_rows_name_every_column():
+    norm = np.array([[0.5, 1.0], [0.0, 0.2]])
+    x = feature_rows(norm, ["covisit", "trending"], popularity=np.array([10.0, 1.0]), activity=np.array([1, 9]))
+    assert x.shape == (2, len(FEATURES))
+    row = dict(zip(FEATURES, x[0], strict=True))
+    assert row["covisit"] == 0.5 and row["new_user*trending"] == 1.0 and row["interest"] == 0.0
+    assert row["popularity"] == np.log1p(10.0)
+    assert row["cold_item"] == 0.0 and row["new_user"] == 1.0 and row["new_user*covisit"] == 0.5
+    assert dict(zip(FEATURES, x[1], strict=True))["cold_item"] == 1.0
+
+
+def test_a_question_is_answered_by_the_users_next_click_only_when_it_offered_the_item():
+    trainer = RankerTrainer(refit_every=2)
+    x = np.eye(3, len(FEATURES))
+    trainer.offered("u", ["a", "b", "c"], x, np.array([3.0, 2.0, 1.0]))
+    assert trainer.clicked("u", "z") is False  # not offered: nothing learned, question closed
+    assert trainer.clicked("u", "a") is False  # no open question any more
+    trainer.offered("u", ["a", "b", "c"], x, np.array([3.0, 2.0, 1.0]))
+    assert trainer.clicked("u", "b") is False  # answered: one of two before a refit
+    trainer.offered("v", ["a", "b"], x[:2], np.array([1.0, 2.0]))
+    assert trainer.clicked("v", "b") is True  # the second answer: a refit is due
+    ranker = trainer.fit()
+    assert ranker is not None and ranker.version.startswith("linear@") and trainer.fits == 1
+    # "b" (feature 1) was the answer both times: it weighs more than "a" (feature 0)
+    assert ranker.weights()[FEATURES[1]] > ranker.weights()[FEATURES[0]]
+
+
+def test_only_the_best_candidates_are_kept_per_question():
+    trainer = RankerTrainer(per_question=2)
+    x = np.arange(4 * len(FEATURES), dtype=float).reshape(4, -1)
+    trainer.offered("u", ["a", "b", "c", "d"], x, np.array([1.0, 4.0, 3.0, 2.0]))
+    trainer.clicked("u", "a")  # "a" was not among the two best: nothing to learn
+    assert trainer.fit() is None
+
+
+def _offers(rng: np.random.Generator, n: int) -> Offers:
+    sources = [*SOURCES, "trending"]
+    scores = rng.random((n, len(sources))) * 10
+    scores[rng.random(scores.shape) < 0.4] = np.nan
+    scores[:, 0] = rng.random(n)  # every item scored by someone
+    return Offers(item_ids=[f"i{j}" for j in range(n)], vectors=rng.standard_normal((n, 4)).astype(np.float32),
+                  sources=sources, scores=scores, reasons={})
+
+
+def test_a_learned_ranker_ranks_by_its_weights_and_names_the_source_it_weighs_most():
+    rng = np.random.default_rng(4)
+    offers = _offers(rng, 30)
+    coef = np.zeros(len(FEATURES))
+    coef[SOURCES.index("covisit")] = 5.0  # only co-visitation counts
+    ranker = LinearRanker(coef=coef, intercept=-2.0, version="linear@test")
+    params = RankParams(diversity=0.0, multi_source_bonus=0.0)
+    [ranked] = rank_batch([RankRequest(offers)], k=5, params=params, ranker=ranker)
+    covisit = np.nan_to_num(offers.scores[:, SOURCES.index("covisit")], nan=-1.0)
+    best = sorted(range(30), key=lambda j: (-covisit[j], f"i{j}"))[:5]
+    assert [r.item_id for r in ranked] == [f"i{j}" for j in best]
+    assert {r.source for r in ranked} == {"covisit"}
+
+
+def test_with_a_ranker_a_users_list_still_does_not_depend_on_the_batch():
+    rng = np.random.default_rng(5)
+    ranker = LinearRanker(coef=rng.standard_normal(len(FEATURES)), intercept=0.0, version="linear@test")
+    requests = [RankRequest(_offers(rng, int(n)), activity=int(a)) for n, a in zip([5, 40, 12], [0, 7, 2])]
+    asked: list[tuple[int, list[str]]] = []
+    together = rank_batch(requests, k=4, params=RankParams(diversity=0.2), ranker=ranker,
+                          questions=lambda b, ids, x, rel: asked.append((b, ids)))
+    assert together == [rank_batch([r], k=4, params=RankParams(diversity=0.2), ranker=ranker)[0] for r in requests]
+    assert [b for b, _ in asked] == [0, 1, 2] and [len(ids) for _, ids in asked] == [5, 40, 12]
