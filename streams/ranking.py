@@ -138,14 +138,6 @@ def normalise_rows(matrix: np.ndarray) -> np.ndarray:
     return m
 
 
-def _source_norm(scores: np.ndarray, floor: float = 0.0) -> np.ndarray:
-    lo = min(0.0, float(scores.min()))
-    hi = max(float(scores.max()), floor)
-    if not hi > lo:
-        return np.ones_like(scores)
-    return (scores - lo) / (hi - lo)
-
-
 @dataclass(frozen=True, slots=True)
 class Offers:
     """Every candidate item once, with each generator's score for it: what :func:`rank_offers` ranks.
