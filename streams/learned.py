@@ -113,11 +113,12 @@ class RankerTrainer:
         while len(self._open) > self._keep_users:
             self._open.popitem(last=False)
 
-    def clicked(self, user_id: str, item_id: str) -> bool:
+    def clicked(self, user_id: str, item_id: str | None) -> bool:
         """The user clicked ``item_id``: answer their open question; True when a refit is due.
-        A click on nothing offered answers nothing (there is no positive to learn from)."""
+        A click on nothing offered, or a dislike (``None``), closes the question unanswered:
+        there is no positive to learn from."""
         question = self._open.pop(user_id, None)
-        if question is None:
+        if question is None or item_id is None:
             return False
         item_ids, x = question
         labels = np.fromiter((i == item_id for i in item_ids), dtype=bool, count=len(item_ids))

@@ -237,7 +237,7 @@ class Recommender:
         )
         if new is state:  # a replayed click (at-least-once) counts once
             return new
-        if self.trainer is not None and self.trainer.clicked(click.user_id, click.item_id):
+        if self.trainer is not None and self.trainer.clicked(click.user_id, click.item_id if weight > 0 else None):
             self.refit_due = True  # the caller refits: eval at once, a worker off its event loop
         if weight <= 0:
             return new

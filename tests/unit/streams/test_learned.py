@@ -27,6 +27,8 @@ def test_a_question_is_answered_by_the_users_next_click_only_when_it_offered_the
     assert trainer.clicked("u", "a") is False  # no open question any more
     trainer.offered("u", ["a", "b", "c"], x, np.array([3.0, 2.0, 1.0]))
     assert trainer.clicked("u", "b") is False  # answered: one of two before a refit
+    trainer.offered("w", ["a", "b"], x[:2], np.array([1.0, 2.0]))
+    assert trainer.clicked("w", None) is False  # a dislike: closed, not answered
     trainer.offered("v", ["a", "b"], x[:2], np.array([1.0, 2.0]))
     assert trainer.clicked("v", "b") is True  # the second answer: a refit is due
     ranker = trainer.fit()
