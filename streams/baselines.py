@@ -99,6 +99,14 @@ class PopularityModel:
     def observe(self, click: Click) -> None:
         self.trending.observe(click.item_id, click.ts_s, event_weight(click))
 
+    def fill(self, out: list[str], now_s: float, k: int, exclude: Container[str]) -> list[str]:
+        """``out`` topped up to ``k`` with the most popular items not in it or ``exclude``."""
+        if len(out) < k:
+            taken = set(out)
+            top = self.trending.top(now_s, k, BlockedItems(_Union(exclude, taken), self.known))
+            out.extend(i for i, _ in top[: k - len(out)])
+        return out
+
 
 class CovisitModel:
     """Item-to-item co-visitation over the user's recent items, popularity as the filler."""
@@ -124,12 +132,7 @@ class CovisitModel:
         blocked = BlockedItems(exclude, self.popularity.known)
         out = [c for c, _score, _because in
                self.covisit.candidates(self.recent.get(user_id, ()), now_s, k, blocked)]
-        if len(out) < k:
-            taken = set(out)
-            fill = self.popularity.trending.top(now_s, k, BlockedItems(_Union(exclude, taken),
-                                                                        self.popularity.known))
-            out.extend(i for i, _ in fill[: k - len(out)])
-        return out
+        return self.popularity.fill(out, now_s, k, exclude)
 
     def observe(self, click: Click) -> None:
         self.popularity.observe(click)
@@ -214,11 +217,7 @@ class EaseModel:
                 out = [ids[j] for score, j in ranked if score > 0 and ids[j] not in blocked][:k]
                 if len(out) == k or width == scores.size:
                     break
-        if len(out) < k:
-            taken = set(out)
-            fill = self.popularity.trending.top(now_s, k, BlockedItems(_Union(exclude, taken), self.popularity.known))
-            out.extend(i for i, _ in fill[: k - len(out)])
-        return out
+        return self.popularity.fill(out, now_s, k, exclude)
 
     def observe(self, click: Click) -> None:
         self.popularity.observe(click)
