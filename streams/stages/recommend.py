@@ -302,6 +302,8 @@ class RecommendStage:
 
         def done(fitted: asyncio.Future[LinearRanker | None]) -> None:
             self._refit = None
+            if fitted.cancelled():  # the worker is stopping
+                return
             try:
                 ranker = fitted.result()
             except Exception:  # noqa: BLE001 - a failed fit keeps the ranker there was
