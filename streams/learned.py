@@ -95,7 +95,6 @@ class RankerTrainer:
         """
         self.refit_every = refit_every
         self.per_question = per_question
-        self.fits = 0
         self._keep_users = keep_users
         self._open: OrderedDict[str, tuple[list[str], np.ndarray]] = OrderedDict()  # user -> last question
         self._answers: deque[tuple[np.ndarray, np.ndarray]] = deque()  # (rows, labels)
@@ -135,12 +134,6 @@ class RankerTrainer:
         """The kept answers as they are now (a list: appending more does not change it)."""
         self._since_fit = 0
         return list(self._answers)
-
-    def fit(self) -> LinearRanker | None:
-        """:func:`fit_ranker` on the kept answers."""
-        ranker = fit_ranker(self.answers())
-        self.fits += ranker is not None
-        return ranker
 
 
 #: Answered questions: each a user's candidates' feature rows and which one they clicked.

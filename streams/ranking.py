@@ -223,50 +223,8 @@ def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams, r
     if k <= 0 or not live:
         return out
     stack = _stack(requests, live)
-    # ---- 1-2. per-(user, source) normalisation and weights: one (row x source) relevance matrix
-    names, raw, seg = stack.names, stack.scores, stack.seg
-    finite = np.isfinite(raw)
-    values = np.where(finite, raw, np.nan)
-    starts = stack.starts
-    with np.errstate(invalid="ignore"):
-        lo = np.minimum(np.fmin.reduceat(values, starts, axis=0), 0.0)  # (users, sources); NaN: no score
-        floors = np.array([params.score_floors.get(name, 0.0) for name in names])
-        hi = np.maximum(np.fmax.reduceat(values, starts, axis=0), floors)
-        spread = hi - lo
-        flat = ~(spread > 0)  # a source whose scores are all equal maps to 1
-        norm = (values - lo[seg]) / np.where(flat, 1.0, spread)[seg]
-    norm = np.where(flat[seg], 1.0, norm)
-    weights = np.array([params.source_weights.get(name, params.default_source_weight) for name in names])
-    matrix = np.where(finite, weights * norm, -np.inf)
-    offered = finite
-    keep = offered.any(axis=1)  # an item no generator scored with a finite number goes
-    rows = np.flatnonzero(keep)
-    if params.fusion == "sum":
-        base = np.where(offered, matrix, 0.0).sum(axis=1)
-        # the reported source is the largest contributor; ties: the last name
-        winner = len(names) - 1 - np.argmax(matrix[:, ::-1], axis=1)
-    else:
-        base = matrix.max(axis=1)
-        winner = np.argmax(matrix, axis=1)  # ties: the first name
-    if ranker is not None or questions is not None:
-        popularity = (np.nan_to_num(raw[:, names.index("trending")], nan=0.0) if "trending" in names
-                      else np.zeros(seg.size))
-        activity = np.array([requests[b].activity for b in live])[seg]
-        features = feature_rows(np.where(finite, norm, 0.0), names, popularity, activity)
-    if ranker is not None:
-        chance = 1.0 / (1.0 + np.exp(-ranker.relevance(features)))
-        with np.errstate(invalid="ignore"):
-            peak = np.fmax.reduceat(np.where(keep, chance, np.nan), starts)
-        base = chance / np.where(peak > 0, peak, 1.0)[seg]
-        by_source = np.array([ranker.source_weight(name) for name in names])
-        contribution = np.where(finite, by_source * np.where(finite, norm, 0.0), -np.inf)
-        winner = len(names) - 1 - np.argmax(contribution[:, ::-1], axis=1)
-    relevance = base + params.multi_source_bonus * (offered.sum(axis=1) - 1)
-    if questions is not None:
-        bounds = np.searchsorted(seg[rows], np.arange(len(live) + 1)).tolist()  # rows ascend, so do users
-        for user, b in enumerate(live):
-            mine = rows[bounds[user]:bounds[user + 1]]
-            questions(b, [stack.ids[r] for r in mine.tolist()], features[mine], relevance[mine])
+    relevance, winner, rows = _relevance(stack, requests, live, params, ranker, questions)
+    names, seg, starts = stack.names, stack.seg, stack.starts
 
     # ---- 3. exposure penalty
     if params.exposure_penalty and any(requests[b].exposure for b in live):
@@ -374,6 +332,60 @@ def _stack(requests: Sequence[RankRequest], live: Sequence[int]) -> _Stacked:
         for o in offers]).astype(np.float32, copy=False)
     seg = np.repeat(np.arange(len(offers)), sizes)
     return _Stacked(ids=ids, vectors=vectors, dim=dim, names=names, scores=scores, seg=seg, starts=starts)
+
+
+def _relevance(stack: _Stacked, requests: Sequence[RankRequest], live: list[int], params: RankParams,
+               ranker: LinearRanker | None, questions: Questions | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-2: every row's relevance, the column of the generator that contributes most to
+    it, and the rows any generator scored (the others never go on).
+
+    Each generator's scores are normalised within each user's rows; relevance is then either
+    the hand-tuned blend of ``params`` or, with a learned ``ranker``, its click probability
+    over the user's best candidate's (MMR's trade-off keeps its scale either way).
+    """
+    names, raw, seg, starts = stack.names, stack.scores, stack.seg, stack.starts
+    finite = np.isfinite(raw)
+    values = np.where(finite, raw, np.nan)
+    with np.errstate(invalid="ignore"):
+        lo = np.minimum(np.fmin.reduceat(values, starts, axis=0), 0.0)  # (users, sources); NaN: no score
+        floors = np.array([params.score_floors.get(name, 0.0) for name in names])
+        hi = np.maximum(np.fmax.reduceat(values, starts, axis=0), floors)
+        spread = hi - lo
+        flat = ~(spread > 0)  # a source whose scores are all equal maps to 1
+        norm = (values - lo[seg]) / np.where(flat, 1.0, spread)[seg]
+    norm = np.where(finite, np.where(flat[seg], 1.0, norm), 0.0)  # 0 where a generator gave no score
+    rows = np.flatnonzero(finite.any(axis=1))  # an item no generator scored with a finite number goes
+    features = None
+    if ranker is not None or questions is not None:
+        popularity = (np.nan_to_num(raw[:, names.index("trending")], nan=0.0) if "trending" in names
+                      else np.zeros(seg.size))
+        features = feature_rows(norm, names, popularity, np.array([requests[b].activity for b in live])[seg])
+    if ranker is not None:
+        chance = 1.0 / (1.0 + np.exp(-ranker.relevance(features)))
+        with np.errstate(invalid="ignore"):
+            peak = np.fmax.reduceat(np.where(finite.any(axis=1), chance, np.nan), starts)
+        base = chance / np.where(peak > 0, peak, 1.0)[seg]
+        weights = np.array([ranker.source_weight(name) for name in names])
+        fusion = "sum"
+    else:
+        weights = np.array([params.source_weights.get(name, params.default_source_weight) for name in names])
+        fusion = params.fusion
+    matrix = np.where(finite, weights * norm, -np.inf)
+    if fusion == "sum":
+        # the reported source is the largest contributor; ties: the last name
+        winner = len(names) - 1 - np.argmax(matrix[:, ::-1], axis=1)
+        if ranker is None:
+            base = np.where(finite, matrix, 0.0).sum(axis=1)
+    else:
+        base = matrix.max(axis=1)
+        winner = np.argmax(matrix, axis=1)  # ties: the first name
+    relevance = base + params.multi_source_bonus * (finite.sum(axis=1) - 1)
+    if questions is not None:
+        bounds = np.searchsorted(seg[rows], np.arange(len(live) + 1)).tolist()  # rows ascend, so do users
+        for user, b in enumerate(live):
+            mine = rows[bounds[user]:bounds[user + 1]]
+            questions(b, [stack.ids[r] for r in mine.tolist()], features[mine], relevance[mine])
+    return relevance, winner, rows
 
 
 def _pickable(relevance: np.ndarray, seg: np.ndarray, users: int, k: int, diversity: float) -> np.ndarray:
