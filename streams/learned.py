@@ -26,14 +26,15 @@ import numpy as np
 #: score: popularity (below) carries it, and the two together are collinear (on ml-100k the
 #: fit then weighs trending negatively, and ranks a new user's trending-only list upside
 #: down: NDCG@10 0.1037 with it, 0.1039 without, new users 0.2063 against 0.2127).
-SOURCES = ("interest", "session", "covisit", "colike")
+SOURCES = ("interest", "session", "covisit", "colike", "sequence")
 #: Every feature, in the order of a feature row.
 FEATURES = (*SOURCES, "popularity", "cold_item", "new_user", "cold_item*interest", "cold_item*session",
-            "new_user*covisit", "new_user*trending")
+            "cold_item*sequence", "new_user*covisit", "new_user*trending")
 #: An item with fewer decayed clicks than this is cold, a user with fewer recent events new
 #: (the eval's segments use the same thresholds on raw counts).
 COLD_ITEM_CLICKS = 5.0
 NEW_USER_EVENTS = 3
+_AT = {name: j for j, name in enumerate(FEATURES)}
 
 
 def feature_rows(norm: np.ndarray, names: list[str], popularity: np.ndarray, activity: np.ndarray) -> np.ndarray:
@@ -46,16 +47,18 @@ def feature_rows(norm: np.ndarray, names: list[str], popularity: np.ndarray, act
         activity: ``(rows,)`` the user's recent events.
     """
     x = np.zeros((norm.shape[0], len(FEATURES)))
-    for col, source in enumerate(SOURCES):
+    for source in SOURCES:
         if source in names:
-            x[:, col] = norm[:, names.index(source)]
+            x[:, _AT[source]] = norm[:, names.index(source)]
     trending = norm[:, names.index("trending")] if "trending" in names else np.zeros(norm.shape[0])
     cold = (popularity < COLD_ITEM_CLICKS).astype(np.float64)
     new = (activity < NEW_USER_EVENTS).astype(np.float64)
-    x[:, 4] = np.log1p(np.maximum(popularity, 0.0))
-    x[:, 5], x[:, 6] = cold, new
-    x[:, 7], x[:, 8] = cold * x[:, 0], cold * x[:, 1]
-    x[:, 9], x[:, 10] = new * x[:, 2], new * trending
+    x[:, _AT["popularity"]] = np.log1p(np.maximum(popularity, 0.0))
+    x[:, _AT["cold_item"]], x[:, _AT["new_user"]] = cold, new
+    for source in ("interest", "session", "sequence"):
+        x[:, _AT[f"cold_item*{source}"]] = cold * x[:, _AT[source]]
+    x[:, _AT["new_user*covisit"]] = new * x[:, _AT["covisit"]]
+    x[:, _AT["new_user*trending"]] = new * trending
     return x
 
 

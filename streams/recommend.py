@@ -47,6 +47,7 @@ from streams.interest import (
 )
 from streams.ranking import Offers, RankedItem, RankParams, RankRequest, rank_batch
 from streams.records import Click
+from streams.sequence import SequenceModel
 from streams.settings import Settings
 from streams.trending import Trending, TrendingParams, TrendingState
 
@@ -170,10 +171,18 @@ class Recommender:
         self.trainer = RankerTrainer(refit_every=params.ranker_refit_every) if params.ranker_refit_every else None
         self.ranker: LinearRanker | None = None
         self.refit_due = False
+        self.sequence: SequenceModel | None = None
 
     def model_versions(self) -> dict[str, str]:
         """Every model a list of this recommender depends on, by role."""
-        return {"encoder": self.catalog.model_version, "ranker": self._ranker_version}
+        versions = {"encoder": self.catalog.model_version, "ranker": self._ranker_version}
+        if self.sequence is not None:
+            versions["sequence"] = self.sequence.version
+        return versions
+
+    def use_sequence(self, model: SequenceModel | None) -> None:
+        """Score with this next-item model from the next batch on (None: without one)."""
+        self.sequence = model
 
     # ------------------------------------------------------------------ items
 
@@ -276,6 +285,7 @@ class Recommender:
         """Every generator's offers for this user, seen (and ``exclude``d) items already dropped."""
         [plan] = self._plans([Request(state, now_s, exclude)])
         self._search([plan])
+        self._sequence([plan])
         return self._offers(plan)
 
     def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
@@ -302,6 +312,7 @@ class Recommender:
         """
         plans = self._plans(requests)
         self._search(plans)
+        self._sequence(plans)
         return self._rank(plans, record_exposure)
 
     # ------------------------------------------------------------------ one batch
@@ -333,6 +344,46 @@ class Recommender:
         for (plan, _), row in zip(rows, hits, strict=True):
             plan.hits.append(row)
 
+    def _text_vectors(self, item_ids: list[str]) -> np.ndarray:
+        """The catalogue's vectors of ``item_ids`` (zeros for an item it no longer holds)."""
+        rows = self.catalog.rows(item_ids, len(item_ids))
+        out = self.catalog.vectors(np.maximum(rows, 0)).copy()
+        out[rows < 0] = 0.0
+        return out
+
+    def _sequence(self, plans: Sequence[_Plan]) -> None:
+        """The sequence model's view of every plan with a history: one onnxruntime run and
+        one product with the item table for the batch; each plan gets its user vector, the
+        log normaliser of its probabilities and its top items (seen ones dropped), each with
+        the past item closest to it in the model's space as the reason."""
+        model = self.sequence
+        live = [plan for plan in plans if plan.positive]
+        if model is None or not live or not model.item_ids:
+            return
+        histories = [[item_id for item_id, _ in plan.positive] for plan in live]
+        users, pasts = model.users(histories, self._text_vectors)
+        n = min(self.params.candidates_per_source, len(model.item_ids))
+        row_of = model.row
+        for b, (plan, history) in enumerate(zip(live, histories, strict=True)):
+            # one product per user, not one for the batch: a list must not depend on the
+            # users batched with it, and a matrix product's rounding can
+            scores = model.table @ users[b]
+            peak = scores.max()
+            plan.user = users[b]
+            plan.log_norm = float(peak) + float(np.log(np.exp(scores - peak).sum(dtype=np.float64)))
+            seen = [r for r in (row_of.get(i) for i in plan.seen) if r is not None]
+            if seen:
+                scores[seen] = -np.inf
+            top = np.argpartition(-scores, n - 1)[:n]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            top = top[np.isfinite(scores[top])]
+            if not top.size:
+                continue
+            support = np.argmax(model.table[top] @ pasts[b].T, axis=1) + len(history) - len(pasts[b])
+            probabilities = np.exp(scores[top].astype(np.float64) - plan.log_norm)
+            plan.sequence = [(model.item_ids[r], float(p), history[s])
+                             for r, p, s in zip(top.tolist(), probabilities.tolist(), support.tolist(), strict=True)]
+
     def _offers(self, plan: _Plan) -> Offers:
         """The plan's offers, once its ANN hits are in (:meth:`_search`).
 
@@ -353,11 +404,13 @@ class Recommender:
                     continue
                 scores = co_scores[source] = counts.scores(plan.positive, now_s, seen)
                 table.offer_because(source, scores.top(n))
+            if plan.sequence:
+                table.offer_because("sequence", plan.sequence)
         table.offer("trending", self.trending.top(now_s, n, seen))
         ids, vectors = table.items(self.catalog)
         offers = table.offers(ids, vectors)
         if p.cross_score and ids:
-            self._cross_score(offers, plan.queries, co_scores, now_s)
+            self._cross_score(offers, plan, co_scores)
         return offers
 
     def _rank(self, plans: Sequence[_Plan], record_exposure: bool) -> list[list[RankedItem]]:
@@ -394,8 +447,7 @@ class Recommender:
             return None
         return {i: self.exposure.score(i, now_s) / peak for i in item_ids}
 
-    def _cross_score(self, offers: Offers, queries: list[_Query], co_scores: dict[str, CoScores],
-                     now_s: float) -> None:
+    def _cross_score(self, offers: Offers, plan: _Plan, co_scores: dict[str, CoScores]) -> None:
         """Score every offered item by the signals of the generators that did not offer it.
 
         A generator returns only its own top list, so an item co-visited with the user's
@@ -405,6 +457,7 @@ class Recommender:
         a time: only the cells a generator left empty (NaN), popularity and interest only
         where positive.
         """
+        queries, now_s = plan.queries, plan.now_s
         ids, scores, reasons = offers.item_ids, offers.scores, offers.reasons
         column = {source: col for col, source in enumerate(offers.sources)}
         unscored = np.isnan(scores)  # each step below reads and fills only its own column
@@ -439,6 +492,13 @@ class Recommender:
                 best = sims[:, mine].max(axis=1)[rows].astype(np.float64)
                 keep = best > 0
                 scores[rows[keep], column[source]] = best[keep]
+        model = self.sequence
+        if model is not None and plan.user is not None and "sequence" in column:
+            rows = empty("sequence")
+            if rows.size:
+                at = {ids[j]: j for j in rows.tolist()}  # the offers carry the text vectors already
+                embedded = model.embed(list(at), lambda unknown: offers.vectors[[at[i] for i in unknown]])
+                scores[rows, column["sequence"]] = np.exp((embedded @ plan.user).astype(np.float64) - plan.log_norm)
 
 
 class Request(NamedTuple):
@@ -461,6 +521,10 @@ class _Plan:
     queries: list[_Query]
     positive: list[tuple[str, float]]
     hits: list[list[Hit]] = field(default_factory=list)
+    # the sequence model's, once it ran (Recommender._sequence)
+    user: np.ndarray | None = None
+    log_norm: float = 0.0
+    sequence: list[tuple[str, float, str]] = field(default_factory=list)  # (item, probability, because)
 
 
 @dataclass(frozen=True, slots=True)
