@@ -266,6 +266,15 @@ class RecommendSettings(_Section):
                     "click on an item offered to them); until the first fit, and with 0 always, the hand-tuned "
                     "blend ranks. Each worker learns from its own users.",
     )
+    sequence_dir: Path | None = Field(
+        None,
+        description="Where `recstream train` publishes next-item sequence models (one directory per model, "
+                    "`latest` names the newest); workers pick a newer one up while running. Default "
+                    "<data_dir>/models/sequence; with no model there, lists are ranked without one.",
+    )
+    sequence_poll_s: float = Field(
+        5.0, gt=0, description="How often a worker looks for a newer sequence model.",
+    )
 
 
 class Settings(BaseSettings):
@@ -296,6 +305,10 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.model.dir or self.data_dir / "models" / "default"
+
+    @property
+    def sequence_dir(self) -> Path:
+        return self.recommend.sequence_dir or self.data_dir / "models" / "sequence"
 
     @property
     def index_path(self) -> Path:

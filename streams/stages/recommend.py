@@ -54,6 +54,7 @@ from streams.records import (
     decode_control,
     encode_json,
 )
+from streams.sequence import SequenceWatch
 from streams.stages.context import WorkerContext
 from streams.stages.crowd import CrowdShare
 from streams.stages.user_states import UserStates
@@ -95,6 +96,7 @@ class RecommendStage:
         self._wake_held = asyncio.Event()  # a click was held, or an item some held click waits for arrived
         #: (topic, partition) -> the last offset served since partitions were last assigned
         self._served: dict[tuple[str, int], int] = {}
+        self._sequence_watch = SequenceWatch(settings.sequence_dir)
 
     # ------------------------------------------------------------------ recommender
 
@@ -112,6 +114,16 @@ class RecommendStage:
             replica.on_upsert.append(self._items_arrived)
             self.recommender = self.ctx.recommender = recommender
         return self.recommender
+
+    async def watch_sequence_model(self) -> None:
+        """Rank with the newest sequence model ``recstream train`` published, from the next
+        batch on (it is loaded off the event loop; a batch always sees one model)."""
+        recommender = self.ensure_recommender()
+        if recommender is None:
+            return
+        model = await asyncio.get_running_loop().run_in_executor(None, self._sequence_watch.poll)
+        if model is not None:
+            recommender.use_sequence(model)
 
     # ------------------------------------------------------------------ batches
 
@@ -446,6 +458,10 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
     @app.task
     async def crowd_follow() -> None:
         await crowd.follow()
+
+    @app.timer(settings.recommend.sequence_poll_s)
+    async def sequence_follow() -> None:
+        await stage.watch_sequence_model()
 
     @app.agent(clicks, name="recommend")
     async def recommend(stream: Any) -> None:

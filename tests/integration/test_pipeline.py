@@ -595,8 +595,35 @@ def test_the_worker_learns_its_ranker_from_the_stream(kafka_broker: LocalBroker,
         assert rankers[0].startswith("fusion@"), "the hand-tuned blend ranks until the first fit"
         assert rankers[-1].startswith("linear@"), f"the ranker was never refit: {rankers}"
         assert "ranker refit from the stream" in pipe.log_path.read_text()
+        _a_published_sequence_model_is_picked_up(pipe)
     finally:
         pipe.stop_worker()
+
+
+def _a_published_sequence_model_is_picked_up(pipe: Pipeline) -> None:
+    """``recstream train``'s publishing step into the worker's sequence root while it runs:
+    from its next poll on, lists name the model, without a restart."""
+    pytest.importorskip("torch")
+    from encoders.item_encoder import ItemEncoder
+    from export.sequence_export import train_and_export
+    from export.sequence_train import TrainConfig
+    from streams.records import Click
+
+    items = _topic_items()
+    vectors = ItemEncoder.load(Path(pipe.env["RECSTREAM_MODEL__DIR"])).encode(list(items.values()))
+    walks = [Click(user_id=f"walker-{t}", item_id=f"{t}-{n}", ts_s=NOW_S + n) for t in ("space", "cook", "jazz")
+             for n in range(6)]
+    model, _, _ = train_and_export(walks, dict(zip(items, vectors, strict=True)),
+                                   Path(pipe.env["RECSTREAM_DATA_DIR"]) / "models" / "sequence",
+                                   config=TrainConfig(dim=16, max_len=8, layers=1, epochs=5))
+    seen: list[str | None] = []
+
+    def uses_it() -> bool:
+        [rec] = _one(pipe, "sequence-fan", f"jazz-{len(seen) % 6}", NOW_S + 1000 + len(seen))
+        seen.append(rec["models"].get("sequence"))
+        return seen[-1] == model.version
+
+    pipe.wait_for(uses_it, what=f"the worker to rank with {model.version}", timeout_s=60)
 
 
 def _one(pipe: Pipeline, user: str, item: str, ts_s: float) -> list[dict]:
