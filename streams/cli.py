@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from streams import logs, version
-from streams.errors import RecstreamError
+from streams.errors import ConfigError, RecstreamError
 
 log = logging.getLogger("recstream")
 
@@ -150,10 +150,22 @@ def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
                                progress=lambda message: log.info("%s", message))
 
 
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        from export.train import train_command
+    except ImportError as exc:
+        raise ConfigError(f"training needs torch: pip install 'recstream[export]' ({exc})") from exc
+
+    return train_command(_settings(args), dataset_name=args.dataset, items_path=args.items, clicks_path=args.clicks,
+                         until_s=args.until, out_dir=args.out, epochs=args.epochs, device=args.device,
+                         plot_path=args.plot)
+
+
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from streams.eval import eval_command
 
-    return eval_command(_settings(args), args.dataset, args.items, args.clicks, args.limit, args.k, args.plot)
+    return eval_command(_settings(args), args.dataset, args.items, args.clicks, args.limit, args.k, args.plot,
+                        sequence_every=args.sequence_every)
 
 
 def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
@@ -322,6 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
     _options(p)
     p.set_defaults(handler=cmd_export)
 
+    p = command("train", "train the next-item sequence model on a click log and publish it to workers")
+    p.add_argument("--dataset", choices=["ml-100k"],
+                   help="built-in data set (default: ml-100k unless --items and --clicks are given)")
+    p.add_argument("--items", type=Path, help="items JSONL (default: none)")
+    p.add_argument("--clicks", type=Path, help="clicks JSONL (default: none)")
+    p.add_argument("--until", type=float, metavar="UNIX_S", help="learn only from clicks before this time (default: all)")
+    p.add_argument("--out", type=Path,
+                   help="model root workers watch (default: env RECSTREAM_RECOMMEND__SEQUENCE_DIR, else "
+                        "<data-dir>/models/sequence)")
+    p.add_argument("--epochs", type=_positive_int, help="passes over the clicks (default: 30)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where torch trains")
+    p.add_argument("--plot", type=Path, help="write a PNG of the loss per epoch here (default: no plot)")
+    _options(p, DATA, MODEL)
+    p.set_defaults(handler=cmd_train)
+
     p = command("eval", "prequential offline evaluation against baselines")
     p.add_argument("--dataset", choices=["ml-100k"],
                    help="built-in data set (default: ml-100k unless --items and --clicks are given)")
@@ -330,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="first N clicks only (default: all)")
     p.add_argument("--k", type=_positive_int, default=10, help="list length and metric cut-off")
     p.add_argument("--plot", type=Path, help="write a PNG of NDCG@k over time here (default: no plot)")
+    p.add_argument("--sequence-every", type=int, default=25_000, metavar="N",
+                   help="retrain recstream's sequence model every N clicks on the clicks before (needs torch; "
+                        "0: rank without one)")
     _options(p, DATA, MODEL)
     p.set_defaults(handler=cmd_eval)
 

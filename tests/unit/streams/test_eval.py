@@ -144,6 +144,8 @@ def test_run_eval_returns_the_contract_shape(tmp_path):
     assert set(out["models"]) == {"recstream", "popularity", "covisit", "ease"}
     for metrics in out["models"].values():
         segments = metrics.pop("segments")
+        halves = metrics.pop("halves")
+        assert metrics["ndcg@10"] == pytest.approx((halves["first"] + halves["second"]) / 2)
         assert set(metrics) == {"hr@10", "ndcg@10", "mrr", "coverage", "gini"}
         assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
         assert metrics["mrr"] <= metrics["ndcg@10"] + 1e-9
@@ -157,6 +159,7 @@ def test_run_eval_returns_the_contract_shape(tmp_path):
     again = run_eval(ds, vectors, k=10, progress=False)
     for metrics in again["models"].values():
         metrics.pop("segments")
+        metrics.pop("halves")
     assert again["models"] == out["models"]
 
 
@@ -199,3 +202,18 @@ def test_bad_k_is_refused():
     ds, vectors = _tiny()
     with pytest.raises(ValueError):
         run_eval(ds, vectors, k=0, progress=False)
+
+
+def test_the_sequence_model_is_retrained_on_earlier_clicks_only(tmp_path):
+    """Retrained every 20 clicks, at the next request: on clicks 1-20, 1-40; never after
+    the last click (nothing is left to score), and the halves are reported."""
+    pytest.importorskip("torch")
+    dataset, vectors = _tiny(n_clicks=60)
+    result = run_eval(dataset, vectors, k=5, progress=False, sequence_every=20, sequence_dir=tmp_path)
+    assert [fit["clicks"] for fit in result["sequence"]] == [20, 40]
+    assert all(fit["version"].startswith("sasrec@") for fit in result["sequence"])
+    halves = result["models"]["recstream"]["halves"]
+    assert set(halves) == {"first", "second"}
+    assert result["models"]["recstream"]["ndcg@5"] == pytest.approx((halves["first"] + halves["second"]) / 2)
+    with pytest.raises(ValueError, match="sequence_dir"):
+        run_eval(dataset, vectors, k=5, progress=False, sequence_every=20)
