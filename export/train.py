@@ -18,6 +18,7 @@ from export.sequence_export import train_and_export
 from export.sequence_train import TrainConfig
 from streams.datasets import Dataset, check_evaluable, load_jsonl, load_movielens_100k
 from streams.errors import ConfigError
+from streams.progress import progress_bar
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def train_command(settings: Settings, *, dataset_name: str | None = None, items_
                   epochs: int | None = None, device: str = "cpu", plot_path: Path | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Train, export and publish a sequence model; the report ``recstream train --json`` prints."""
-    from streams.eval import _progress_bar, encode_items
+    from streams.eval import encode_items
     from streams.modelstore import ensure_model
 
     started = time.perf_counter()
@@ -75,7 +76,7 @@ def train_command(settings: Settings, *, dataset_name: str | None = None, items_
     vectors, encoder = encode_items(dataset, encoder_dir, settings.data_dir / "cache", progress=progress)
     config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
     out = Path(out_dir) if out_dir is not None else settings.sequence_dir
-    with _progress_bar(progress, config.epochs, f"{dataset.name}: training") as advance:
+    with progress_bar(progress, config.epochs, f"train {dataset.name}") as advance:
         model, manifest, directory = train_and_export(
             clicks, vectors, out, config=config, device=device, encoder=encoder,
             progress=lambda epoch, _epochs, loss: advance(epoch, {"loss": loss}))

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -62,6 +63,7 @@ from streams.datasets import Dataset, check_evaluable, load_jsonl, load_movielen
 from streams.errors import ConfigError
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
+from streams.progress import progress_bar
 from streams.catalog import ItemCatalog, ItemInfo
 from streams.recommend import Recommender, RecommenderParams
 from streams.records import Click, ItemEvent
@@ -372,7 +374,7 @@ def run_eval(
         for m in models:
             m.add_items(ids)
 
-    with _single_threaded_blas(), _progress_bar(progress, n, dataset.name) as advance:
+    with _single_threaded_blas(), progress_bar(progress, n, f"eval {dataset.name}", "ndcg") as advance:
         for e, click in enumerate(clicks):
             apply_items_until(click.ts_s)
             user_clicked = clicked.setdefault(click.user_id, set())
@@ -431,38 +433,6 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager[object]:
     except ImportError:  # optional: only a speed-up
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
-
-
-class _progress_bar:  # noqa: N801 - used as a context manager like a function
-    """A rich progress bar on stderr showing running NDCG per model; a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-        self._progress: Any = None
-
-    def __enter__(self) -> Callable[[int, dict[str, float]], None]:
-        if not self.enabled:
-            return lambda done, running: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("[bold]eval {task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[running]}"),
-            console=Console(stderr=True), transient=False,
-        )
-        self._progress.start()
-        task = self._progress.add_task("eval", total=self.total, label=self.label, running="")
-
-        def advance(done: int, running: dict[str, float]) -> None:
-            text = "  ".join(f"{name} {v:.4f}" for name, v in running.items())
-            self._progress.update(task, completed=done, running=f"ndcg: {text}")
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 def write_plot(path: Path, names: Sequence[str], ndcgs: np.ndarray, k: int, title: str) -> Path:
@@ -533,7 +503,7 @@ def encode_items(dataset: Dataset, model_dir: Path, cache_dir: Path, *, progress
             log.warning("ignoring unreadable vector cache %s: %s", npy, exc)
     encoder = ItemEncoder.load(model_dir)
     rows: list[np.ndarray] = []
-    with _progress_bar(progress, len(texts), f"{dataset.name}: encoding items") as advance:
+    with progress_bar(progress, len(texts), f"{dataset.name}: encoding items") as advance:
         for start in range(0, len(texts), ENCODE_BATCH):
             rows.append(encoder.encode(texts[start : start + ENCODE_BATCH]))  # float32 already
             advance(min(start + ENCODE_BATCH, len(texts)), {})
@@ -589,13 +559,10 @@ def eval_command(settings: Settings, dataset_name: str | None, items_path: Path 
     vectors, version = encode_items(dataset, model_dir, settings.data_dir / "cache", progress=progress)
     params = RecommenderParams.from_settings(settings)
     skipped = None
-    if sequence_every:
-        try:
-            import export.sequence_export  # noqa: F401 - torch, from the export extra: is it there?
-        except ImportError as exc:
-            skipped = f"no sequence model: training it needs torch (pip install 'recstream[export]'): {exc}"
-            log.warning("%s", skipped)
-            sequence_every = 0
+    if sequence_every and importlib.util.find_spec("torch") is None:
+        skipped = "no sequence model: training it needs torch (pip install 'recstream[export]')"
+        log.warning("%s", skipped)
+        sequence_every = 0
     with tempfile.TemporaryDirectory(prefix="recstream-eval-sequence-") as sequence_dir:
         result = run_eval(dataset, vectors, k=k, limit=limit, params=params, progress=progress,
                           plot_path=plot_path, sequence_every=sequence_every, sequence_dir=Path(sequence_dir))

@@ -30,7 +30,7 @@ COMMANDS = _subcommands(cli.build_parser())
 
 
 def test_every_command_is_listed():
-    assert {"demo", "worker", "broker", "export", "eval", "replay", "config", "send", "tail",
+    assert {"demo", "worker", "broker", "export", "eval", "train", "replay", "config", "send", "tail",
             "bench latency", "bench clickpath", "bench encoder", "bench freshness",
             "bench restart"} <= set(COMMANDS)
 
@@ -86,6 +86,13 @@ def test_a_failure_with_json_is_one_json_object_and_no_traceback(tmp_path: Path)
     assert result.returncode != 0
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert "missing.jsonl" in report["error"]
+    assert "Traceback" not in result.stderr
+
+
+def test_train_without_its_data_is_one_clear_line(tmp_path: Path):
+    result = _run("train", "--items", str(tmp_path / "items.jsonl"), "--json", "--data-dir", str(tmp_path))
+    assert result.returncode != 0
+    assert "--items and --clicks go together" in json.loads(result.stdout.strip().splitlines()[-1])["error"]
     assert "Traceback" not in result.stderr
 
 
