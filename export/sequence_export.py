@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,10 @@ def export_graph(model: SASRec, path: Path) -> None:
     """The user-vector graph: ``items (B, L, dim)``, ``mask (B, L)`` -> ``user (B, dim)``."""
     n, dim = model.max_len, model.dim
     example = (torch.zeros(2, n, dim), torch.ones(2, n))
-    with torch.no_grad():
+    # The TorchScript exporter, as for the text encoder: the graph is plain matrix algebra and
+    # it needs no onnxscript; its deprecation notice says nothing about this graph.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model.eval(), example, str(path), input_names=["items", "mask"], output_names=["user"],
                           dynamic_axes={"items": {0: "batch"}, "mask": {0: "batch"}, "user": {0: "batch"}},
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)

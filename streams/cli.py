@@ -158,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     return train_command(_settings(args), dataset_name=args.dataset, items_path=args.items, clicks_path=args.clicks,
                          until_s=args.until, out_dir=args.out, epochs=args.epochs, device=args.device,
-                         plot_path=args.plot)
+                         plot_path=args.plot, from_topics=args.from_topics)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in data set (default: ml-100k unless --items and --clicks are given)")
     p.add_argument("--items", type=Path, help="items JSONL (default: none)")
     p.add_argument("--clicks", type=Path, help="clicks JSONL (default: none)")
+    p.add_argument("--from-topics", action="store_true",
+                   help="read the cluster's items and clicks topics from their first records instead")
     p.add_argument("--until", type=float, metavar="UNIX_S", help="learn only from clicks before this time (default: all)")
     p.add_argument("--out", type=Path,
                    help="model root workers watch (default: env RECSTREAM_RECOMMEND__SEQUENCE_DIR, else "
@@ -346,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="passes over the clicks (default: 30)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where torch trains")
     p.add_argument("--plot", type=Path, help="write a PNG of the loss per epoch here (default: no plot)")
-    _options(p, DATA, MODEL)
+    _options(p, KAFKA, DATA, MODEL)
     p.set_defaults(handler=cmd_train)
 
     p = command("eval", "prequential offline evaluation against baselines")

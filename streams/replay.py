@@ -35,7 +35,7 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.errors import RecstreamError
 from streams.settings import Settings
 from streams.snapshot import CROWD_FILE
-from streams.topics import topic_config
+from streams.topics import TopicUnavailable, partitions_of, topic_config
 
 STATE_TABLE = "user-state"
 
@@ -71,12 +71,10 @@ async def _members(admin: AIOKafkaAdminClient, group: str) -> int:
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list[TopicPartition]:
-    out = []
-    for described in await admin.describe_topics(topics):
-        if described.get("error_code", 0):
-            raise ReplayError(f"topic {described.get('topic')!r} is not available (error {described['error_code']})")
-        out.extend(TopicPartition(described["topic"], p["partition"]) for p in described["partitions"])
-    return sorted(out)
+    try:
+        return await partitions_of(admin, topics)
+    except TopicUnavailable as exc:
+        raise ReplayError(str(exc)) from None
 
 
 async def plan_replay(settings: Settings, group: str, *, to_timestamp_s: float | None) -> ReplayPlan:

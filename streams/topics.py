@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.errors import RecstreamError
 from streams.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,21 @@ log = logging.getLogger(__name__)
 #: How long the compacted ``item-vectors`` keeps a delete: an index replica down for less
 #: than this resumes from its snapshot (streams.snapshot); Kafka's default is one day.
 TOMBSTONES_KEPT_S = 7 * 86_400
+
+
+class TopicUnavailable(RecstreamError, LookupError):
+    """A topic the cluster does not have (or cannot describe)."""
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``, sorted, as the cluster describes them."""
+    out = []
+    for described in await admin.describe_topics(topics):
+        if described.get("error_code", 0):
+            raise TopicUnavailable(f"topic {described.get('topic')!r} is not available "
+                                   f"(error {described['error_code']})")
+        out.extend(TopicPartition(described["topic"], p["partition"]) for p in described["partitions"])
+    return sorted(out)
 
 
 def topic_specs(topics: TopicSettings) -> list[NewTopic]:
