@@ -155,6 +155,31 @@ def test_kubernetes_overlay_matches_the_code(overlay: str) -> None:
     assert trigger["metadata"]["topic"] == settings.topics.clicks
     assert trigger["metadata"]["bootstrapServers"] == settings.kafka.bootstrap_servers
 
+    # The sequence model: a nightly job trains it from the topics onto a shared volume that
+    # every recommend worker mounts, read-only, where its settings say models are published
+    job = _one(docs, "CronJob", "recstream-train")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]
+    [trainer] = pod["spec"]["containers"]
+    parsed = build_parser().parse_args(trainer["args"])
+    assert parsed.command == "train" and parsed.from_topics
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert {ref["configMapRef"]["name"] for ref in trainer["envFrom"]} == {"recstream"}
+    claim = _one(docs, "PersistentVolumeClaim", "recstream-models")
+    assert "ReadWriteMany" in claim["spec"]["accessModes"], "the job and the workers run on different nodes"
+
+    def models_mount(pod_spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+        [volume] = [v for v in pod_spec["volumes"]
+                    if v.get("persistentVolumeClaim", {}).get("claimName") == "recstream-models"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        return mount
+
+    published = models_mount(pod["spec"], trainer)
+    served = models_mount(recommend["spec"]["template"]["spec"], container)
+    assert not published.get("readOnly") and served.get("readOnly")
+    assert settings.sequence_dir.is_relative_to(served["mountPath"])
+    assert settings.sequence_dir.is_relative_to(published["mountPath"])
+    assert Path(parsed.plot).is_relative_to(published["mountPath"])
+
     monitor = _one(docs, "PodMonitor")
     assert [e["path"] for e in monitor["spec"]["podMetricsEndpoints"]] == [METRICS_PATH]
     for workload in workloads:
@@ -238,6 +263,17 @@ def _dockerfile(name: str) -> str:
     return (DEPLOY / name).read_text()
 
 
+def test_the_training_image_trains_from_the_topics_as_non_root() -> None:
+    text = _dockerfile("Dockerfile.train")
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(r'^ENTRYPOINT \["recstream"\]', text, re.M)
+    [cmd] = re.findall(r"^CMD (\[.*\])", text, re.M)
+    parsed = build_parser().parse_args(json.loads(cmd))
+    assert parsed.command == "train" and parsed.from_topics
+    assert "[export" in text and "recstream export --out /model" in text and "RECSTREAM_MODEL__DIR=/model" in text
+
+
 @pytest.mark.parametrize("name", ["Dockerfile.serve", "Dockerfile.encode"])
 def test_images_run_a_worker_as_non_root(name: str) -> None:
     text = _dockerfile(name)
@@ -249,9 +285,12 @@ def test_images_run_a_worker_as_non_root(name: str) -> None:
     assert "/healthz" in text
 
 
-def test_the_serving_stages_need_neither_torch_nor_onnxruntime() -> None:
-    """Dockerfile.serve uninstalls onnxruntime: index + recommend must not import it."""
-    assert "pip uninstall -y onnxruntime-gpu onnxruntime" in _dockerfile("Dockerfile.serve")
+def test_the_serving_stages_need_no_torch_and_onnxruntime_only_for_a_sequence_model() -> None:
+    """Dockerfile.serve swaps onnxruntime-gpu for the CPU build (the sequence model runs on
+    it) and has no torch: index + recommend start without importing either."""
+    serve = _dockerfile("Dockerfile.serve")
+    assert "pip uninstall -y onnxruntime-gpu" in serve and 'pip install "onnxruntime>=' in serve
+    assert "torch" not in re.sub(r"#.*", "", serve)
     code = """
 import sys, importlib.abc, tempfile
 class Block(importlib.abc.MetaPathFinder):
