@@ -362,12 +362,16 @@ class Recommender:
             return
         histories = [[item_id for item_id, _ in plan.positive] for plan in live]
         users, pasts = model.users(histories, self._text_vectors)
+        # One product for the batch (a quarter of the per-user cost at 100k items). A list
+        # must not depend on the users batched with it: the rows of a matrix product come
+        # out alike whatever the other rows (tests/unit/export/test_sequence.py checks it),
+        # but a lone row would go the matrix-vector way, which rounds differently: pad it.
+        padded = users if len(users) > 1 else np.concatenate([users, np.zeros_like(users)])
+        logits = (padded @ model.table.T)[:len(users)]
         n = min(self.params.candidates_per_source, len(model.item_ids))
         row_of = model.row
         for b, (plan, history) in enumerate(zip(live, histories, strict=True)):
-            # one product per user, not one for the batch: a list must not depend on the
-            # users batched with it, and a matrix product's rounding can
-            scores = model.table @ users[b]
+            scores = logits[b]
             peak = scores.max()
             plan.user = users[b]
             plan.log_norm = float(peak) + float(np.log(np.exp(scores - peak).sum(dtype=np.float64)))

@@ -127,3 +127,26 @@ def test_a_users_vector_does_not_depend_on_the_batch(trained):
     for b, history in enumerate(histories):
         alone, _ = model.users([history], lookup)
         assert np.array_equal(alone[0], together[b])
+
+
+def test_a_list_with_the_sequence_model_does_not_depend_on_the_batch(trained):
+    from streams.catalog import ItemCatalog, ItemInfo
+    from streams.index.memory import MemoryIndex
+    from streams.recommend import Recommender, RecommenderParams, Request
+
+    _, model, _, _ = trained
+    text = _vectors()
+    rec = Recommender(index=MemoryIndex(12), catalog=ItemCatalog(), params=RecommenderParams(ranker_refit_every=0))
+    rec.upsert_items(ITEMS, np.stack([text[i] for i in ITEMS]), [ItemInfo(vector=text[i]) for i in ITEMS])
+    rec.use_sequence(model)
+    states = []
+    for u, walk in enumerate((["i03", "i04"], ["i10"], ["i15", "i16", "i17", "i18"], ["i00", "i07"])):
+        state = None
+        for n, item in enumerate(walk):
+            state = rec.observe(state, Click(user_id=f"u{u}", item_id=item, ts_s=100.0 + n))
+        states.append(state)
+    requests = [Request(state, 110.0) for state in states]
+    together = rec.recommend_batch(requests, record_exposure=False)
+    for request, listed in zip(requests, together, strict=True):
+        [alone] = rec.recommend_batch([request], record_exposure=False)
+        assert [(r.item_id, r.score, r.because) for r in alone] == [(r.item_id, r.score, r.because) for r in listed]
