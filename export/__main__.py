@@ -1,4 +1,4 @@
-"""``python -m export --model PATH --out DIR [--fp16] [--int8] [--json]``.
+"""``python -m export --model NAME|PATH --out DIR [--fp16] [--int8] [--json]``.
 
 A thin CLI over :func:`export.export_model` (the same function ``recstream export``
 calls). Progress goes to stderr; with ``--json`` the report is the last line of stdout.
@@ -16,8 +16,9 @@ from encoders.errors import RecstreamError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="local Hugging Face encoder directory (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default=None,
+                        help="a packaged encoder by name (all-MiniLM-L6-v2, m3e-small) or a local Hugging Face "
+                             "encoder directory (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--out", type=Path, required=True, help="output model directory")
     parser.add_argument("--fp16", action="store_true", help="also write an fp16 variant (CUDA EP)")
     parser.add_argument("--int8", action="store_true", help="also write a dynamic int8 variant if it passes parity")
@@ -27,14 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from export.exporter import default_model_path, export_model
+    from export.exporter import export_model, model_source
 
     def progress(message: str) -> None:
         print(f"[export] {message}", file=sys.stderr, flush=True)
 
     try:
-        model = args.model if args.model is not None else default_model_path()
-        report = export_model(model, args.out, fp16=args.fp16, int8=args.int8, progress=progress)
+        model, name = model_source(args.model)
+        report = export_model(model, args.out, fp16=args.fp16, int8=args.int8, model_name=name, progress=progress)
     except RecstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.json:

