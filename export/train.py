@@ -17,27 +17,12 @@ from typing import Any
 
 from export.sequence_export import train_and_export
 from export.sequence_train import TrainConfig
-from streams.datasets import Dataset, check_evaluable, load_jsonl, load_movielens_100k
+from streams.datasets import Dataset, check_evaluable, load_dataset
 from streams.errors import ConfigError
 from streams.progress import progress_bar
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def load_clicks(settings: Settings, dataset_name: str | None, items_path: Path | None,
-                clicks_path: Path | None) -> Dataset:
-    """The data set to learn from: ml-100k (the default) or the given JSONL files."""
-    if (items_path is None) != (clicks_path is None):
-        raise ConfigError("--items and --clicks go together (or use --dataset ml-100k)")
-    if items_path is not None and clicks_path is not None:
-        for path in (items_path, clicks_path):
-            if not Path(path).is_file():
-                raise ConfigError(f"no such file: {path}")
-        return load_jsonl(Path(items_path), Path(clicks_path), now_s=time.time())
-    if dataset_name in (None, "ml-100k"):
-        return load_movielens_100k(settings.data_dir)
-    raise ConfigError(f"unknown dataset {dataset_name!r}: use ml-100k, or --items and --clicks")
 
 
 def read_topics(settings: Settings, *, progress: bool = True) -> tuple[Dataset, dict[str, int]]:
@@ -136,7 +121,7 @@ def train_command(settings: Settings, *, dataset_name: str | None = None, items_
             raise ConfigError("--from-topics reads the cluster's topics: give no --dataset, --items or --clicks")
         dataset, skipped = read_topics(settings, progress=progress)
     else:
-        dataset = load_clicks(settings, dataset_name, items_path, clicks_path)
+        dataset = load_dataset(settings.data_dir, dataset_name, items_path, clicks_path)
     check_evaluable(dataset)
     clicks = [c for c in dataset.clicks if until_s is None or c.ts_s < until_s]
     if not clicks:

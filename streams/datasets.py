@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import RecstreamError
+from streams.errors import ConfigError, RecstreamError
 from streams.records import Click, ItemEvent, RecordDecodeError, decode_click, decode_item
 
 log = logging.getLogger(__name__)
@@ -124,3 +125,18 @@ def load_jsonl(items_path: Path, clicks_path: Path, *, now_s: float) -> Dataset:
     clicks = read(clicks_path, lambda raw: decode_click(raw, now_s=now_s))
     clicks.sort(key=lambda c: c.ts_s)
     return Dataset(name=clicks_path.stem, items=items, clicks=clicks)
+
+
+def load_dataset(data_dir: Path, name: str | None, items_path: Path | None, clicks_path: Path | None) -> Dataset:
+    """What ``--dataset`` / ``--items`` + ``--clicks`` name: ml-100k (the default) or your
+    JSONL files; :class:`~streams.errors.ConfigError` for a wrong combination or a missing file."""
+    if (items_path is None) != (clicks_path is None):
+        raise ConfigError("--items and --clicks go together (or use --dataset ml-100k)")
+    if items_path is not None and clicks_path is not None:
+        for path in (items_path, clicks_path):
+            if not Path(path).is_file():
+                raise ConfigError(f"no such file: {path}")
+        return load_jsonl(Path(items_path), Path(clicks_path), now_s=time.time())
+    if name in (None, "ml-100k"):
+        return load_movielens_100k(data_dir)
+    raise ConfigError(f"unknown dataset {name!r}: use ml-100k, or --items and --clicks")

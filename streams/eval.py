@@ -59,8 +59,7 @@ from typing import Any
 import numpy as np
 
 from streams.baselines import CovisitModel, EaseModel, EvalModel, PopularityModel
-from streams.datasets import Dataset, check_evaluable, load_jsonl, load_movielens_100k
-from streams.errors import ConfigError
+from streams.datasets import Dataset, check_evaluable, load_dataset
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
 from streams.progress import progress_bar
@@ -543,17 +542,7 @@ def eval_command(settings: Settings, dataset_name: str | None, items_path: Path 
     """
     from streams.modelstore import ensure_model
 
-    if (items_path is None) != (clicks_path is None):
-        raise ConfigError("--items and --clicks go together (or use --dataset ml-100k)")
-    if items_path is not None and clicks_path is not None:
-        for path in (items_path, clicks_path):
-            if not Path(path).is_file():
-                raise ConfigError(f"no such file: {path}")
-        dataset = load_jsonl(Path(items_path), Path(clicks_path), now_s=time.time())
-    elif dataset_name in (None, "ml-100k"):
-        dataset = load_movielens_100k(settings.data_dir)
-    else:
-        raise ConfigError(f"unknown dataset {dataset_name!r}: use ml-100k, or --items and --clicks")
+    dataset = load_dataset(settings.data_dir, dataset_name, items_path, clicks_path)
     check_evaluable(dataset)
     model_dir = ensure_model(settings)
     vectors, version = encode_items(dataset, model_dir, settings.data_dir / "cache", progress=progress)
