@@ -186,7 +186,7 @@ class Recommendation(msgspec.Struct, frozen=True, kw_only=True):
     items: Annotated[list[RecommendedItem], _doc("Best first.")]
     trigger: Annotated[Trigger, _doc("The click it answers (topic, partition, offset, ts).")]
     model: Annotated[str, _doc("The text encoder's version (name@digest) whose vectors ranked it.")]
-    models: Annotated[dict[str, str], _doc("Every model version the list depends on, by role: encoder, ranker.")] = \
+    models: Annotated[dict[str, str], _doc("Every model version the list depends on, by role: encoder, ranker, and sequence once a sequence model ranks.")] = \
         msgspec.field(default_factory=dict)
     generated_at_s: Annotated[float, _doc("When it was made, float seconds since the epoch.")] = \
         msgspec.field(name="generated_at")
