@@ -25,7 +25,10 @@ PAD = -1
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    """Chosen on the first half of ml-100k's clicks (``recstream train`` reports them)."""
+    """Chosen on the first half of ml-100k's clicks: trained on the first 25k, recstream's
+    NDCG@10 over the next 25k (0.1032 without a sequence model) was 0.1044 as here, 0.1042
+    with 50 epochs, 0.1046 with dim 128 (1.6x the training time), 0.1041 with dropout 0.4;
+    80 epochs overfit (the model alone: 0.075 against 0.089 with 30)."""
 
     dim: int = 64
     max_len: int = 50
