@@ -303,9 +303,11 @@ def run_eval(
 
     Returns:
         ``{"dataset", "events", "k", "models": {name: {"hr@k","ndcg@k","mrr","coverage","gini",
-        "segments": {"cold_items"|"new_users"|"rest": {"events","ndcg@k","hr@k"}}}},
-        "seconds", "catalogue", "unrecommendable", "plot"}`` where ``unrecommendable`` counts
-        events whose target was not known or had no vector at the time.
+        "segments": {"cold_items"|"new_users"|"rest": {"events","ndcg@k","hr@k"}},
+        "halves": {"first","second"}}}, "seconds", "catalogue", "unrecommendable", "plot",
+        "ranker", "sequence"}`` where ``unrecommendable`` counts events whose target was not
+        known or had no vector at the time, ``ranker`` is the learned ranker's weights (once
+        fit) and ``sequence`` the sequence model's fits (with ``sequence_every``).
 
     Raises:
         ValueError: ``k < 1`` or vectors of different dimensions.
