@@ -77,7 +77,8 @@ class Health:
         }
 
 
-ENDPOINTS = ["/metrics", "/healthz", "/readyz", "/users/{user_id}/recommendations", "/items/{item_id}/similar"]
+ENDPOINTS = ["/metrics", "/healthz", "/readyz", "/users/{user_id}/recommendations", "/items/{item_id}/similar",
+             "/models"]
 
 
 def wsgi_app(health: Health, pull: PullApi | None = None) -> Callable[[dict[str, Any], Callable[..., Any]],

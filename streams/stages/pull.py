@@ -58,6 +58,8 @@ class PullApi:
     def answer(self, path: str, query_string: str = "") -> Answer | None:
         """The answer to ``GET path?query_string``, or None when the path is not the pull API's."""
         parts = path.strip("/").split("/")
+        if parts == ["models"]:
+            return self._models()
         query = parse_qs(query_string)
         if len(parts) != 3 or (parts[0], parts[2]) not in (("users", "recommendations"), ("items", "similar")):
             return None
@@ -101,6 +103,25 @@ class PullApi:
         return Answer(200, {"user_id": user_id, "items": items, "personalised": state is not None and state.clicks > 0,
                             "model": recommender.catalog.model_version, "models": recommender.model_versions(),
                             "generated_at": now_s, "schema_version": SCHEMA_VERSION})
+
+    def _models(self) -> Answer:
+        """What ranks here: every model's version, the learned ranker's weights by feature
+        (once fit from the stream), and how the sequence model in use was made."""
+        stage = self.ctx.recommend_stage
+        recommender = stage.recommender if stage is not None else None
+        if recommender is None:
+            return Answer(503, {"error": "not serving yet: the index is catching up or the recommend stage is off"})
+        body: dict[str, Any] = {"models": recommender.model_versions()}
+        ranker = recommender.ranker
+        if ranker is not None:
+            body["ranker_weights"] = ranker.weights()
+        sequence = recommender.sequence
+        if sequence is not None:
+            manifest = sequence.manifest
+            body["sequence"] = {"version": sequence.version, "items": len(sequence.item_ids),
+                                "trained_on": manifest.trained_on, "config": manifest.config,
+                                "parity": manifest.parity}
+        return Answer(200, body)
 
     def _redirect(self, key: bytes, path: str) -> Answer:
         try:

@@ -624,6 +624,10 @@ def _a_published_sequence_model_is_picked_up(pipe: Pipeline) -> None:
         return seen[-1] == model.version
 
     pipe.wait_for(uses_it, what=f"the worker to rank with {model.version}", timeout_s=60)
+    status, _, models = pipe.get("/models")
+    assert status == 200 and models["models"]["sequence"] == model.version
+    assert models["sequence"]["trained_on"]["clicks"] == len(walks) and models["sequence"]["parity"]["passed"]
+    assert "sequence" in models["ranker_weights"], "the learned ranker's weights, by feature"
 
 
 def _one(pipe: Pipeline, user: str, item: str, ts_s: float) -> list[dict]:
