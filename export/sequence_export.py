@@ -12,7 +12,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -103,22 +103,39 @@ def write_model(model: SASRec, out_dir: Path, *, item_ids: Sequence[str], histor
     return directory, manifest
 
 
+class Trained(NamedTuple):
+    """A trained, exported and published sequence model."""
+
+    served: SequenceModel  # loaded back from the published directory, as workers load it
+    manifest: SequenceManifest
+    directory: Path
+    network: SASRec  # the torch model, to warm-start the next fit from
+    item_ids: list[str]  # the rows of its item table
+
+
 def train_and_export(clicks: Sequence[Click], item_vectors: Mapping[str, np.ndarray], out_dir: Path, *,
                      config: TrainConfig = TrainConfig(), device: str = "cpu", encoder: str = "",
-                     progress: Callable[[int, int, float], None] | None = None
-                     ) -> tuple[SequenceModel, SequenceManifest, Path]:
+                     progress: Callable[[int, int, float], None] | None = None,
+                     warm_from: Trained | None = None) -> Trained:
     """Train on ``clicks`` (time order) over the items with a text vector, export, load back.
 
     The one way a sequence model is made: ``recstream train`` and the eval's retraining both
-    call it, and both serve what it returns through onnxruntime.
+    call it, and both serve what it returns through onnxruntime. With ``warm_from``, training
+    starts from that earlier fit (items new since start from their text), for
+    ``config.epochs`` epochs.
     """
     item_ids = sorted(item_vectors)
     row = {item_id: r for r, item_id in enumerate(item_ids)}
     text = np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_ids])
     users = histories(clicks, row)
-    model, losses = train(users, text, config, device=device, progress=progress)
+    warm = None
+    if warm_from is not None:
+        before = {item_id: r for r, item_id in enumerate(warm_from.item_ids)}
+        warm = (warm_from.network, np.array([before.get(i, -1) for i in item_ids], dtype=np.int64))
+    model, losses = train(users, text, config, device=device, progress=progress, warm=warm)
     trained_on = {"clicks": len(clicks), "users": len(users), "items": len(item_ids), "encoder": encoder,
-                  "until_s": max((c.ts_s for c in clicks), default=None)}
+                  "until_s": max((c.ts_s for c in clicks), default=None),
+                  "warm_from": warm_from.served.version if warm_from is not None else None}
     directory, manifest = write_model(model, out_dir, item_ids=item_ids, histories=users, config=config,
                                       losses=losses, trained_on=trained_on)
-    return SequenceModel.load(directory), manifest, directory
+    return Trained(SequenceModel.load(directory), manifest, directory, model, item_ids)

@@ -67,7 +67,8 @@ def embed(table: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def train(histories: Sequence[Sequence[int]], text_vectors: np.ndarray, config: TrainConfig = TrainConfig(), *,
           device: str = "cpu", progress: Callable[[int, int, float], None] | None = None,
-          time_budget_s: float | None = None) -> tuple[SASRec, list[float]]:
+          time_budget_s: float | None = None,
+          warm: tuple[SASRec, np.ndarray] | None = None) -> tuple[SASRec, list[float]]:
     """Fit a :class:`SASRec` on ``histories`` (lists of row indices into ``text_vectors``).
 
     Args:
@@ -77,6 +78,8 @@ def train(histories: Sequence[Sequence[int]], text_vectors: np.ndarray, config: 
         device: ``"cpu"`` or ``"cuda"``.
         progress: called after every epoch with ``(epoch, epochs, mean loss)``.
         time_budget_s: stop after the epoch that passes this many seconds.
+        warm: start from an earlier model instead of from scratch: ``(model, rows)`` where
+            ``rows[i]`` is item ``i``'s row in that model's table (-1: new since).
 
     Returns:
         The model (eval mode, on the CPU) and the mean loss of every epoch.
@@ -85,7 +88,15 @@ def train(histories: Sequence[Sequence[int]], text_vectors: np.ndarray, config: 
     generator = np.random.default_rng(config.seed)
     model = SASRec(torch.from_numpy(np.ascontiguousarray(text_vectors, dtype=np.float32)), dim=config.dim,
                    max_len=config.max_len, layers=config.layers, heads=config.heads,
-                   dropout=config.dropout).to(device)
+                   dropout=config.dropout)
+    if warm is not None:
+        earlier, rows = warm
+        model.load_state_dict({k: v for k, v in earlier.state_dict().items() if k != "residual.weight"},
+                              strict=False)
+        known = np.flatnonzero(rows >= 0)
+        with torch.no_grad():
+            model.residual.weight[torch.from_numpy(known)] = earlier.residual.weight[torch.from_numpy(rows[known])]
+    model = model.to(device)
     data = torch.from_numpy(windows(histories, config.max_len)).to(device)
     losses: list[float] = []
     if len(data) == 0:

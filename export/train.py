@@ -131,7 +131,7 @@ def train_command(settings: Settings, *, dataset_name: str | None = None, items_
     config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
     out = Path(out_dir) if out_dir is not None else settings.sequence_dir
     with progress_bar(progress, config.epochs, f"train {dataset.name}") as advance:
-        model, manifest, directory = train_and_export(
+        model, manifest, directory, *_ = train_and_export(
             clicks, vectors, out, config=config, device=device, encoder=encoder,
             progress=lambda epoch, _epochs, loss: advance(epoch, {"loss": loss}))
     log.info("published %s in %s", model.version, directory)

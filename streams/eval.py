@@ -214,6 +214,7 @@ class RecstreamModel:
         self.sequence_dir = sequence_dir
         self.clicks: list[Click] = []
         self.trained_on = 0  # clicks the sequence model in use was trained on
+        self.last_fit: Any = None  # export.sequence_export.Trained: the next fit starts from it
         self.known: dict[str, None] = {}
         self.sequence_fits: list[dict[str, Any]] = []
 
@@ -252,13 +253,19 @@ class RecstreamModel:
             self.clicks.append(click)
 
     def retrain_sequence(self) -> None:
-        """Train the sequence model on every click so far and rank with it from the next one."""
+        """Train the sequence model on every click so far and rank with it from the next one:
+        from scratch the first time, then from the previous fit for
+        :data:`SEQUENCE_WARM_EPOCHS` epochs."""
         from export.sequence_export import train_and_export
+        from export.sequence_train import TrainConfig
 
         assert self.sequence_dir is not None
         started = time.perf_counter()
-        model, manifest, _ = train_and_export(self.clicks, {i: self.vectors[i] for i in self.known},
-                                              self.sequence_dir)
+        warm = self.last_fit
+        config = TrainConfig() if warm is None else TrainConfig(epochs=SEQUENCE_WARM_EPOCHS)
+        fit = self.last_fit = train_and_export(self.clicks, {i: self.vectors[i] for i in self.known},
+                                               self.sequence_dir, config=config, warm_from=warm)
+        model, manifest = fit.served, fit.manifest
         self.recommender.use_sequence(model)
         self.trained_on = len(self.clicks)
         self.sequence_fits.append({"clicks": len(self.clicks), "version": model.version,
@@ -514,6 +521,12 @@ def encode_items(dataset: Dataset, model_dir: Path, cache_dir: Path, *, progress
     meta.write_text(json.dumps({"model": version, "digest": digest, "ids": ids}))
     return {i: matrix[r] for r, i in enumerate(ids)}, version
 
+
+#: Epochs of a refit that starts from the previous fit (the first fit runs the full
+#: schedule). First half of ml-100k, retrained every 12.5k clicks: recstream NDCG@10 over
+#: clicks 25k-50k 0.1055 warm (8 epochs, 5-7 s a fit) against 0.1053 from scratch (30
+#: epochs, 18-28 s).
+SEQUENCE_WARM_EPOCHS = 8
 
 #: ``recstream eval`` retrains the sequence model every this many clicks by default. Chosen
 #: on the first half of ml-100k (recstream NDCG@10 over clicks 25k-50k): no sequence model

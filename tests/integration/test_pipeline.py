@@ -613,7 +613,7 @@ def _a_published_sequence_model_is_picked_up(pipe: Pipeline) -> None:
     vectors = ItemEncoder.load(Path(pipe.env["RECSTREAM_MODEL__DIR"])).encode(list(items.values()))
     walks = [Click(user_id=f"walker-{t}", item_id=f"{t}-{n}", ts_s=NOW_S + n) for t in ("space", "cook", "jazz")
              for n in range(6)]
-    model, _, _ = train_and_export(walks, dict(zip(items, vectors, strict=True)),
+    model, *_ = train_and_export(walks, dict(zip(items, vectors, strict=True)),
                                    Path(pipe.env["RECSTREAM_DATA_DIR"]) / "models" / "sequence",
                                    config=TrainConfig(dim=16, max_len=8, layers=1, epochs=5))
     seen: list[str | None] = []

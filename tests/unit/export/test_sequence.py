@@ -40,7 +40,7 @@ def _cycles(users: int = 150, length: int = 12) -> list[Click]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("sequence")
-    model, manifest, directory = train_and_export(_cycles(), _vectors(), root, config=TINY, encoder="test@1")
+    model, manifest, directory, *_ = train_and_export(_cycles(), _vectors(), root, config=TINY, encoder="test@1")
     return root, model, manifest, directory
 
 
@@ -150,3 +150,16 @@ def test_a_list_with_the_sequence_model_does_not_depend_on_the_batch(trained):
     for request, listed in zip(requests, together, strict=True):
         [alone] = rec.recommend_batch([request], record_exposure=False)
         assert [(r.item_id, r.score, r.because) for r in alone] == [(r.item_id, r.score, r.because) for r in listed]
+
+
+def test_a_refit_starts_from_the_previous_fit(tmp_path):
+    """Warm-started, one epoch already fits the pattern far better than one epoch from
+    scratch; an item new since the previous fit gets a row of its own."""
+    first = train_and_export(_cycles(), _vectors(), tmp_path / "first", config=TINY)
+    vectors = {**_vectors(), "i20": np.ones(12, dtype=np.float32) / np.sqrt(12)}
+    one = TrainConfig(**{**TINY.to_dict(), "epochs": 1})
+    warm = train_and_export(_cycles(), vectors, tmp_path / "warm", config=one, warm_from=first)
+    cold = train_and_export(_cycles(), vectors, tmp_path / "cold", config=one)
+    assert warm.manifest.trained_on["warm_from"] == first.served.version
+    assert warm.manifest.losses[0] < 0.8 * cold.manifest.losses[0], (warm.manifest.losses, cold.manifest.losses)
+    assert warm.item_ids == ITEMS + ["i20"] and warm.served.table.shape == (21, 16)
