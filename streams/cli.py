@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="first N clicks only (default: all)")
     p.add_argument("--k", type=_positive_int, default=10, help="list length and metric cut-off")
     p.add_argument("--plot", type=Path, help="write a PNG of NDCG@k over time here (default: no plot)")
-    p.add_argument("--sequence-every", type=int, default=12_500, metavar="N",
+    p.add_argument("--sequence-every", type=int, default=6_250, metavar="N",
                    help="retrain recstream's sequence model every N clicks on the clicks before (needs torch; "
                         "0: rank without one)")
     _options(p, DATA, MODEL)
