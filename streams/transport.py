@@ -6,9 +6,10 @@ whole pipeline. This transport is registered under the ``faust.transports`` entr
 as ``recstream://`` (see pyproject.toml); its consumer thread applies
 ``Settings.kafka.fetch_max_wait_ms`` and its producer merges ``Settings.kafka.producer_extra``.
 Its consumer also delivers fetched records without faust's per-record task pair (so natural
-batches can form, see ``Consumer._drain_messages``) and commits what the stages served before
-a rebalance takes partitions away (``Consumer.on_partitions_revoked``). No site-packages are
-edited.
+batches can form, see ``Consumer._drain_messages``), never delivers a record fetched before
+its partition's last seek, commits what the stages served before a rebalance takes partitions
+away (``Consumer.on_partitions_revoked``) and never commits past a click a stage still holds
+(``Consumer._filter_committable_offsets``). No site-packages are edited.
 """
 
 from __future__ import annotations
@@ -51,8 +52,33 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Seeks so far; per partition, the number of its last seek and the offset it went to
+        #: (``None``: the beginning); the seeks done when the last fetch came back (see
+        #: :meth:`_drain_messages`).
+        self._seeks = 0
+        self._sought_at: dict[TP, int] = {}
+        self._sought_to: dict[TP, int | None] = {}
+        self._seeks_at_fetch = 0
+        #: During a revoke, per partition the lowest offset the stages handed back unanswered.
+        self._handed_back: dict[TP, int] = {}
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _mark_sought(self, targets: Mapping[TP, int | None]) -> None:
+        self._seeks += 1
+        for tp, offset in targets.items():
+            self._sought_at[tp] = self._seeks
+            self._sought_to[tp] = offset
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        # Runs on the event loop when the consumer thread's fetch is back; a seek is marked
+        # there when the thread's seek is back, in the same order (see _drain_messages).
+        records = await super()._wait_next_records(timeout)
+        self._seeks_at_fetch = self._seeks
+        return records
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - faust's fetcher task
         """faust's fetch loop, without a task pair per record while nothing is in flux.
@@ -70,6 +96,17 @@ class Consumer(faust_aiokafka.Consumer):
         then, except that a record the suspension kept back is fetched again here
         (:meth:`_read_again`) instead of being counted as read. Gaps, read offsets and
         ``broker_commit_every`` are kept as faust keeps them.
+
+        A seek (faust's to the committed offsets when recovery ends, or :meth:`_read_again`)
+        can land while a batch fetched before it is still being handed over. faust's loop
+        delivers the rest of that batch: after its seek to the committed offset ``c`` it hands
+        over ``c+1..`` and moves the read offset past ``c``, while the flow control's resume
+        clears the queue that held ``c``; ``c`` is then never served and never read again (the
+        click a joining worker lost, issue #16). Here a record whose partition was sought after
+        its fetch came back is not delivered, and the partition is sought again to where that
+        seek went once the batch is done: a seek and a fetch both complete in the consumer
+        thread and are seen here in that order, so "sought after the fetch" is exact, and a
+        fetch that raced a seek of several partitions is read again, never skipped.
         """
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
@@ -89,7 +126,12 @@ class Consumer(faust_aiokafka.Consumer):
                 if self.should_stop:
                     continue
                 undelivered: dict[TP, int] = {}  # per partition, the first record a suspension kept back
+                stale: set[TP] = set()  # partitions sought after this batch was fetched
+                sought_at = self._sought_at
                 async for tp, message in ait:
+                    if sought_at.get(tp, 0) > self._seeks_at_fetch:
+                        stale.add(tp)
+                        continue
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is not None and offset < r_offset:
@@ -109,9 +151,14 @@ class Consumer(faust_aiokafka.Consumer):
                             continue
                     else:
                         await callback(message)
+                    if sought_at.get(tp, 0) > self._seeks_at_fetch:
+                        stale.add(tp)  # sought while it was handed over: the seek's read offset stands
+                        continue
                     set_read_offset(tp, offset)
                 if undelivered:
                     await self._read_again(undelivered)
+                if stale:
+                    await self._seek_again(stale)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -134,15 +181,52 @@ class Consumer(faust_aiokafka.Consumer):
         that fetching left it, and the records before it are never handed to a stage. A
         worker killed before its first commit (a click held for its item keeps commits back)
         left exactly that: its successor skipped every click the dead worker had not answered.
+        Every partition sought is marked as such for :meth:`_drain_messages`.
         """
         await super().perform_seek()
+        assigned = self.assignment()
+        # aiokafka seeks only where something was committed; elsewhere the position stays
+        self._mark_sought({tp: self._committed_offset.get(tp) for tp in assigned
+                           if self._committed_offset.get(tp) is not None})
         acks_enabled_for = self.app.topics.acks_enabled_for
-        uncommitted = [tp for tp in self.assignment()
+        uncommitted = [tp for tp in assigned
                        if acks_enabled_for(tp.topic) and self._committed_offset.get(tp) is None]
         if uncommitted:
             await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in uncommitted))
             for tp in uncommitted:
                 self._read_offset[tp] = None
+            self._mark_sought(dict.fromkeys(uncommitted))
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._mark_sought({partition: offset})
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # faust seeks from this thread, between the consumer thread's fetches; in the consumer
+        # thread the seek is ordered with them (see _drain_messages).
+        await self._thread.call_thread(self._seek_in_thread, TopicPartition(partition.topic, partition.partition),
+                                       offset)
+
+    async def _seek_in_thread(self, partition: TopicPartition, offset: int) -> None:
+        self._thread._ensure_consumer().seek(partition, offset)
+
+    async def _seek_again(self, partitions: set[TP]) -> None:
+        """Seek each partition again to where its last seek went (a batch fetched before that
+        seek was dropped for it, and may have held records fetched after it)."""
+        assigned = self.assignment()
+        for tp in partitions:
+            if tp not in assigned:
+                continue  # revoked meanwhile: its next owner reads it from the commit
+            target = self._sought_to.get(tp)
+            try:
+                if target is None:
+                    await self._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
+                    self._read_offset[tp] = None
+                    self._mark_sought({tp: None})
+                else:
+                    await self.seek(tp, target)
+            except Exception as exc:  # noqa: BLE001 - revoked meanwhile: its next owner reads it
+                self.log.debug("not reading %s again from %r: %r", tp, target, exc)
 
     async def _read_again(self, undelivered: Mapping[TP, int]) -> None:
         """Fetch again the records a flow suspension kept from the stages.
@@ -182,12 +266,49 @@ class Consumer(faust_aiokafka.Consumer):
             self.stop_flow()
             self.app.flow_control.suspend()
             self.app.flow_control.clear()
-            await before()
-            offsets = self._filter_committable_offsets(revoked)
+            self._handed_back = dict(await before())
+            try:
+                offsets = self._filter_committable_offsets(revoked)
+            finally:
+                self._handed_back = {}
             if offsets:
                 await self.app.producer.flush()
                 await self._thread.call_thread(self._commit_revoked, offsets)
         await super().on_partitions_revoked(revoked)
+
+    def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
+        """faust's, except that no commit passes a click a stage took and has not answered.
+
+        faust commits the first run of consecutive acknowledged offsets, which may start one
+        past the committed offset (or anywhere before the first commit): a click acknowledged
+        out of order (held for its item, or in a batch whose acks came back after the next
+        batch's) would be committed unanswered. The recommend stage names, per partition, the
+        lowest offset it still holds (``recstream_unanswered``; during a revoke, also what it
+        hands back), and the acknowledgements from there on wait for a later commit.
+        """
+        unanswered = getattr(self.app, "recstream_unanswered", None)
+        floors = dict(unanswered()) if unanswered is not None else {}
+        for tp, offset in self._handed_back.items():
+            floors[tp] = min(offset, floors.get(tp, offset))
+        committable = {}
+        for tp in tps:
+            offset = self._new_offset_below(tp, floors.get(tp))
+            if offset is not None and self._should_commit(tp, offset):
+                committable[tp] = offset
+        return committable
+
+    def _new_offset_below(self, tp: TP, floor: int | None) -> int | None:
+        """faust's ``_new_offset`` over the acknowledged offsets below ``floor``; the others
+        stay acknowledged for the next commit."""
+        acked = self._acked[tp]
+        later = [offset for offset in acked if floor is not None and offset >= floor]
+        if not later:
+            return self._new_offset(tp)
+        acked[:] = [offset for offset in acked if offset < floor]
+        try:
+            return self._new_offset(tp) if acked else None
+        finally:
+            acked.extend(later)
 
     async def _commit_revoked(self, offsets: Mapping[TP, int]) -> None:
         consumer = self._thread._ensure_consumer()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +34,12 @@ class RecstreamApp(faust.App):
     recstream_context: WorkerContext
     recstream_lock: Any = None  # the worker directory's lock (streams.stages.app.lock_worker_dir)
     #: Awaited before partitions are revoked (see :mod:`streams.transport`): the stages finish
-    #: what they hold. ``None`` when no stage holds events across awaits.
-    recstream_before_revoke: Callable[[], Awaitable[None]] | None = None
+    #: what they hold, and name per partition the lowest offset they hand back unanswered.
+    #: ``None`` when no stage holds events across awaits.
+    recstream_before_revoke: Callable[[], Awaitable[Mapping[Any, int]]] | None = None
+    #: Per partition, the lowest offset a stage took and has not acknowledged yet: no commit
+    #: passes it (see :mod:`streams.transport`).
+    recstream_unanswered: Callable[[], Mapping[Any, int]] | None = None
 
 
 def limits_of(settings: Settings) -> RecordLimits:

@@ -87,16 +87,19 @@ class RecommendStage:
         self.params = RecommenderParams.from_settings(settings)
         self.unknown_item_wait_s = settings.recommend.unknown_item_wait_s
         self.recommender: Recommender | None = None
-        self._pending: set[asyncio.Future[None]] = set()  # batches waiting for their produce acks
+        #: Served batches waiting for their produce acks, with their click events.
+        self._pending: dict[asyncio.Future[None], Sequence[Any]] = {}
+        self._serving: Sequence[Any] = ()  # the click events of the batch being served
         self._refit: asyncio.Future[LinearRanker | None] | None = None  # the learned ranker's refit, while it runs
         self._busy = False  # a batch is being served
-        self._serving = asyncio.Lock()  # one batch at a time: a user's state is loaded, moved, written back
+        self._one_batch = asyncio.Lock()  # one batch at a time: a user's state is loaded, moved, written back
         #: Clicks on items not indexed yet: (monotonic deadline, faust event, item id), oldest first.
         self._held: list[tuple[float, Any, str]] = []
         self._wake_held = asyncio.Event()  # a click was held, or an item some held click waits for arrived
         #: (topic, partition) -> the last offset served since partitions were last assigned
         self._served: dict[tuple[str, int], int] = {}
         self._sequence_watch = SequenceWatch(settings.sequence_dir)
+        self._queue: asyncio.Queue[Any] | None = None  # the clicks faust queued for the agent
 
     # ------------------------------------------------------------------ recommender
 
@@ -136,7 +139,13 @@ class RecommendStage:
         """
         # Subscribe first: clicks fetched while the index is not ready wait in the queue
         # (whose bound holds the fetching back) instead of finding no reader.
-        queue = aiter(stream.channel).queue  # iterating the channel subscribes its topic
+        queue = self._queue = aiter(stream.channel).queue  # iterating the channel subscribes its topic
+        # faust clears its queues whenever it resumes the flow, and it resumes it after its
+        # seek to the committed offsets, when the fetch loop may already have handed over
+        # records read from there: they would be neither served nor read again (issue #16).
+        # This queue is cleared when partitions are revoked (drain) instead; what arrives
+        # after the assignment is served, and what the seek reads again is dropped by _fresh.
+        self.ctx.app.flow_control._queues.discard(queue)  # mode's FlowControlEvent.manage_queue, undone
         await self.ctx.index_ready.wait()
         self.ensure_recommender()
         release = asyncio.ensure_future(self._release_held())
@@ -156,18 +165,20 @@ class RecommendStage:
             release.cancel()
 
     async def _serve_one_at_a_time(self, events: Sequence[Any], *, hold: bool) -> None:
-        async with self._serving:
+        async with self._one_batch:
             self._busy = True
+            self._serving = events
             try:
                 await self.serve(events, hold=hold)
             finally:
                 self._busy = False
+                self._serving = ()
 
     async def forget(self, key: bytes, partition: int, user_id: str, at_s: float) -> None:
         """Replace the user's state with :func:`~streams.interest.forgotten` (locally and in
         the changelog, where it supersedes every earlier state once compacted). Between batches:
         a batch that loaded the user's state must not write it back over the forget."""
-        async with self._serving:
+        async with self._one_batch:
             self.states.write({key: (partition, forgotten(user_id, at_s))})
 
     # ------------------------------------------------------------------ clicks that overtook their item
@@ -207,14 +218,38 @@ class RecommendStage:
             self.ctx.metrics.clicks_held.set(len(self._held))
             await self._serve_one_at_a_time([event for _, event, _ in due], hold=False)
 
-    async def drain(self) -> None:
+    def unanswered(self) -> dict[Any, int]:
+        """Per partition, the lowest offset of a click taken from the queue and not acknowledged
+        yet: held for its item, being served, or waiting for its recommendations' acks.
+
+        faust commits the first run of acknowledged offsets and lets the run start one past
+        its committed offset, or anywhere when nothing was committed yet; a click still held
+        (or a batch acknowledged after the next one) would then be committed unanswered, and
+        lost to a crash or a rebalance. :mod:`streams.transport` commits below these offsets.
+        """
+        floors: dict[Any, int] = {}
+        events = [event for _, event, _ in self._held]
+        events.extend(self._serving)
+        for batch in self._pending.values():
+            events.extend(batch)
+        for event in events:
+            message = event.message
+            if not message.acked and message.offset < floors.get(message.tp, message.offset + 1):
+                floors[message.tp] = message.offset
+        return floors
+
+    async def drain(self) -> dict[Any, int]:
         """Return once no batch is being served and every served batch is acknowledged
-        (before a rebalance hands this worker's partitions over: :mod:`streams.transport`)."""
+        (before a rebalance hands this worker's partitions over: :mod:`streams.transport`),
+        with the lowest offset per partition of the clicks handed back unanswered."""
         while self._busy or self._pending:
             if self._pending:
                 await asyncio.gather(*self._pending, return_exceptions=True)
             else:
                 await asyncio.sleep(0.001)
+        handed_back = self.unanswered()
+        if self._queue is not None:
+            self._queue.clear()  # fetched, never taken: the partitions' next owner reads them from the commit
         if self._held:
             # Handed back unanswered and uncommitted: whoever gets the partition reads them
             # again from the committed offset (marked acknowledged only so faust does not wait).
@@ -224,24 +259,26 @@ class RecommendStage:
             self._held.clear()
             self.ctx.metrics.clicks_held.set(0)
         self._served.clear()  # every partition is revoked; what comes next is read from the commits
+        return handed_back
 
     def _fresh(self, events: Sequence[Any]) -> list[Any]:
-        """The events not served before in this assignment.
+        """The events of this worker's partitions not served before in this assignment.
 
-        After a rebalance faust seeks to the committed offsets, and its fetch loop lets the
-        last record it had delivered before the seek through a second time (it keeps the
-        last offset delivered, but the seek stores the next one to read, and it admits
-        ``offset >= read_offset``). That click was answered already: it is dropped here, and
-        marked acknowledged so that faust does not wait for it, without acknowledging its
-        offset (the first delivery does that once its recommendation is on the broker)."""
+        After a rebalance faust seeks to the committed offsets, and records delivered before
+        that seek (while the new assignment's state was recovered) come again. Such a click
+        was answered already: it is dropped here, and marked acknowledged so that faust does
+        not wait for it, without acknowledging its offset (the first delivery does that once
+        its recommendation is on the broker). A click of a partition no longer assigned here
+        is dropped the same way: its next owner reads it from the commit."""
         served = self._served
+        assigned = self.ctx.app.consumer.assignment()
         fresh = []
         for event in events:
             message = event.message
             tp = (message.topic, message.partition)
-            if message.offset <= served.get(tp, -1):
+            if message.offset <= served.get(tp, -1) or message.tp not in assigned:
                 message.acked = True
-                log.debug("click %s[%d]@%d delivered again: already answered", *tp, message.offset)
+                log.debug("click %s[%d]@%d delivered again or not assigned here: dropped", *tp, message.offset)
                 continue
             served[tp] = message.offset
             fresh.append(event)
@@ -301,8 +338,8 @@ class RecommendStage:
         # The next batch need not wait for the broker's acknowledgements: the clicks are
         # acknowledged to faust (made committable) when they come back.
         task = asyncio.ensure_future(self._acknowledge(events, acks, letters))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending[task] = events
+        task.add_done_callback(self._pending.pop)
         if recommender is not None and recommender.refit_due and self._refit is None:
             self._refit_ranker(recommender)
 
@@ -454,6 +491,7 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
     stage = ctx.recommend_stage = RecommendStage(ctx, UserStates(table))
     crowd = ctx.crowd = CrowdShare(ctx, crowd_path, worker_name=worker_name)
     app.recstream_before_revoke = stage.drain
+    app.recstream_unanswered = stage.unanswered
 
     @app.task
     async def crowd_follow() -> None:

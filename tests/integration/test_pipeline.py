@@ -774,10 +774,6 @@ def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
         pipe.stop_worker()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, intermittent, issue #16: in about 1 run in 6 one click is neither answered nor "
-    "dead-lettered when the second worker joins (seen 2026-11-30 twice, e.g. click (0, 65)); "
-    "not root-caused yet. Remove this mark with the fix: the assertions below are the contract."))
 def test_a_second_worker_joins_mid_stream(kafka_broker: LocalBroker,
                                           tmp_path_factory: pytest.TempPathFactory) -> None:
     """A second worker joins while clicks flow: no click is lost, none is answered by both
