@@ -63,6 +63,8 @@ class Consumer(faust_aiokafka.Consumer):
         self._seeks_at_fetch = 0
         #: During a revoke, per partition the lowest offset the stages handed back unanswered.
         self._handed_back: dict[TP, int] = {}
+        #: Partitions not fetched while a queue their records go to drains (see _drain_messages).
+        self._backlogged: dict[TP, list[Any]] = {}
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -97,6 +99,15 @@ class Consumer(faust_aiokafka.Consumer):
         (:meth:`_read_again`) instead of being counted as read. Gaps, read offsets and
         ``broker_commit_every`` are kept as faust keeps them.
 
+        A record whose agent's queue is full is not waited for either: faust's loop blocks on
+        it, and every record of every other partition fetched behind it waits too (a burst of
+        new items held clicks up for seconds). Its partition is not fetched until the queue is
+        down to 40% (faust's own mark for a queue under pressure), then read again from that
+        record. faust pauses a partition only when that partition's own record pushed its queue
+        past 80%, and resumes it only from a reader's ``get`` on an empty queue; a partition
+        that meets a queue another one filled would never be resumed that way, so the
+        partitions kept back here are paused and resumed here.
+
         A seek (faust's to the committed offsets when recovery ends, or :meth:`_read_again`)
         can land while a batch fetched before it is still being handed over. faust's loop
         delivers the rest of that batch: after its seek to the committed offset ``c`` it hands
@@ -120,13 +131,17 @@ class Consumer(faust_aiokafka.Consumer):
         suspended = self.suspend_flow.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                if self._backlogged:
+                    self._resume_drained()
                 self.diag.set_flag(CONSUMER_FETCHING)
                 ait = self.getmany(timeout=1.0)
                 await self.sleep(0)  # as faust: getmany may not yield when records are waiting
                 if self.should_stop:
                     continue
                 undelivered: dict[TP, int] = {}  # per partition, the first record a suspension kept back
+                backlogged: dict[TP, int] = {}  # per partition, the first record its full queue kept back
                 stale: set[TP] = set()  # partitions sought after this batch was fetched
+                queues: dict[str, list[Any]] = {}  # per topic, the queues its records go to
                 sought_at = self._sought_at
                 async for tp, message in ait:
                     if sought_at.get(tp, 0) > self._seeks_at_fetch:
@@ -141,7 +156,7 @@ class Consumer(faust_aiokafka.Consumer):
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if tp in undelivered:
+                    if tp in undelivered or tp in backlogged:
                         continue  # read again from the first record kept back
                     if app.rebalancing or suspended() or not flowing():
                         delivery = callback(message)
@@ -150,6 +165,9 @@ class Consumer(faust_aiokafka.Consumer):
                             undelivered[tp] = offset
                             continue
                     else:
+                        if self._queue_full(tp.topic, queues):
+                            backlogged[tp] = offset
+                            continue
                         await callback(message)
                     if sought_at.get(tp, 0) > self._seeks_at_fetch:
                         stale.add(tp)  # sought while it was handed over: the seek's read offset stands
@@ -157,6 +175,8 @@ class Consumer(faust_aiokafka.Consumer):
                     set_read_offset(tp, offset)
                 if undelivered:
                     await self._read_again(undelivered)
+                if backlogged:
+                    await self._read_later(backlogged)
                 if stale:
                     await self._seek_again(stale)
                 self.diag.unset_flag(CONSUMER_FETCHING)
@@ -209,6 +229,39 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _seek_in_thread(self, partition: TopicPartition, offset: int) -> None:
         self._thread._ensure_consumer().seek(partition, offset)
+
+    def _queue_full(self, topic: str, queues: dict[str, list[Any]]) -> bool:
+        """Whether a queue of an agent that reads ``topic`` is full (``queues`` caches them)."""
+        found = queues.get(topic)
+        if found is None:
+            channels = self.app.topics._topic_name_index.get(topic, ())  # faust's Conductor: topic -> channels
+            found = queues[topic] = [channel.queue for channel in channels]
+        return any(queue.full() for queue in found)
+
+    async def _read_later(self, backlogged: Mapping[TP, int]) -> None:
+        """Stop fetching each partition while its queue drains; seek it back to the first
+        record the full queue kept back."""
+        assigned = self.assignment()
+        for tp, offset in backlogged.items():
+            if tp in assigned:
+                try:
+                    await self.seek(tp, offset)
+                except Exception as exc:  # noqa: BLE001 - revoked meanwhile: its next owner reads it
+                    self.log.debug("not reading %s again from %d: %r", tp, offset, exc)
+                    continue
+                self._backlogged[tp] = [channel.queue for channel in
+                                        self.app.topics._topic_name_index.get(tp.topic, ())]
+                self.on_buffer_full(tp)
+
+    def _resume_drained(self) -> None:
+        """Fetch again the partitions whose queues are down to faust's pressure-drop mark."""
+        assigned = self.assignment()
+        for tp, queues in list(self._backlogged.items()):
+            if tp not in assigned:
+                del self._backlogged[tp]
+            elif all(queue.qsize() <= queue.pressure_drop_size for queue in queues):
+                del self._backlogged[tp]
+                self.on_buffer_drop(tp)
 
     async def _seek_again(self, partitions: set[TP]) -> None:
         """Seek each partition again to where its last seek went (a batch fetched before that
