@@ -210,6 +210,11 @@ class ModelSettings(_Section):
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = onnxruntime's default.")
     batch_size: int = Field(32, ge=1, description="Largest encoder micro-batch.")
     batch_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a micro-batch.")
+    nice: int = Field(
+        10, ge=0, le=19,
+        description="Niceness of the encoder's threads (Linux): when clicks and a burst of new items want the "
+                    "same cores, the clicks are served first and the encoder takes what is left; 0: no priority.",
+    )
 
 
 class LimitSettings(_Section):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from streams.records import ItemEvent, ItemVector, check_key, decode_item, encode_item_vector
@@ -18,12 +21,16 @@ def register(ctx: WorkerContext) -> None:
     from encoders.item_encoder import ItemEncoder
 
     settings = ctx.settings
-    encoder = ItemEncoder.load(settings.model_dir, device=settings.model.device, threads=settings.model.threads)
+    # One thread runs the encoder, at a lower priority than the event loop that serves clicks.
+    # The session is made in that thread, so onnxruntime's own threads inherit its niceness.
+    loop_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder", initializer=_lower_priority,
+                                       initargs=(settings.model.nice,))
+    encoder = loop_executor.submit(ItemEncoder.load, settings.model_dir, device=settings.model.device,
+                                   threads=settings.model.threads).result()
     log.info("encoder %s on %s (%s)", encoder.version, encoder.provider, encoder.variant)
     ctx.encoder_version = encoder.version
     items = ctx.app.topic(settings.topics.items, key_type=bytes, value_type=bytes)
     vectors = ctx.app.topic(settings.topics.item_vectors, key_type=bytes, value_type=bytes)
-    loop_executor = None  # default thread pool: onnxruntime releases the GIL while it runs
 
     @ctx.app.agent(items, name="encode")
     async def encode(stream: Any) -> None:
@@ -58,6 +65,16 @@ def register(ctx: WorkerContext) -> None:
                                                title=item.title, tags=item.tags, created_at_s=item.created_at_s)
                 await vectors.send(key=item.item_id.encode(), value=encode_item_vector(record),
                                    timestamp=described_s)
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this thread's niceness (Linux sets it per thread; threads it starts inherit it)."""
+    if nice <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: the encoder runs at normal priority
+        log.info("the encoder's threads keep the default priority: %r", exc)
 
 
 async def _encode(encoder: Any, upserts: list[tuple[ItemEvent, float | None, Any]],
