@@ -242,7 +242,8 @@ class Consumer(faust_aiokafka.Consumer):
         """Stop fetching each partition while its queue drains; seek it back to the first
         record the full queue kept back."""
         assigned = self.assignment()
-        for tp, offset in backlogged.items():
+        for fetched, offset in backlogged.items():
+            tp = TP(fetched.topic, fetched.partition)  # faust's type: its partition sets assert it
             if tp in assigned:
                 try:
                     await self.seek(tp, offset)
