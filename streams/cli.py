@@ -136,6 +136,14 @@ def cmd_bench_freshness(args: argparse.Namespace) -> dict[str, Any]:
                                progress=True)
 
 
+def cmd_bench_burst(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.bench.burst import run_burst_bench
+
+    return run_burst_bench(_settings(args), burst=args.burst, rate=args.rate, seconds=args.seconds, items=args.items,
+                           broker=args.kind, bootstrap_servers=args.bootstrap_servers, plot_path=args.plot,
+                           progress=True)
+
+
 def cmd_bench_restart(args: argparse.Namespace) -> dict[str, Any]:
     from streams.bench.restart import run_restart_bench
 
@@ -392,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="write a PNG of both CDFs here (default: no plot)")
     _options(p, KAFKA, DATA, MODEL, INDEX)
     p.set_defaults(handler=cmd_bench_freshness)
+    p = command("burst", "a burst of new items through the encoder while clicks are served", benches)
+    p.add_argument("--burst", type=_positive_int, default=10_000, help="new item records produced at once")
+    p.add_argument("--rate", type=_positive_float, default=100.0, help="clicks per second meanwhile")
+    p.add_argument("--seconds", type=_positive_float, default=45.0, help="length of each clicks phase")
+    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items already in the index")
+    _broker_option(p, bench=True)
+    p.add_argument("--plot", type=Path, help="write a PNG of the clicks' latency CDFs here (default: no plot)")
+    _options(p, KAFKA, DATA, MODEL, INDEX)
+    p.set_defaults(handler=cmd_bench_burst)
     p = command("restart", "cold start and restart of a worker with U users of state", benches)
     p.add_argument("--users", type=_positive_int, default=100_000, help="user states in the changelog")
     p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items in the index")

@@ -111,6 +111,7 @@ class Phase:
     send_lag_ms_p99: float = 0.0
     first_sent_s: float = 0.0  # time.time() of the first send
     cpu_ms_per_click: float | None = None  # the worker's (or relay's) CPU, send start -> last answer
+    sent_at_s: np.ndarray | None = None  # time.time() each answered click was sent, as latencies_ms
 
 
     def summary(self) -> dict[str, Any]:
@@ -382,6 +383,10 @@ class BenchRun:
             "RECSTREAM_LIMITS": self.settings.limits.model_dump_json(),
             "RECSTREAM_INDEX__KIND": self.settings.index.kind,
             "RECSTREAM_MODEL__DIR": str(self.settings.model_dir),  # the encode stage's (when it runs)
+            "RECSTREAM_MODEL__BATCH_SIZE": str(self.settings.model.batch_size),
+            "RECSTREAM_MODEL__BATCH_WAIT_MS": str(self.settings.model.batch_wait_ms),
+            "RECSTREAM_MODEL__THREADS": str(self.settings.model.threads),
+            "RECSTREAM_MODEL__NICE": str(self.settings.model.nice),
             **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.items()},
         })
         if self.settings.index.url:
@@ -504,6 +509,7 @@ class BenchRun:
             first_sent_s=float(result.sent_s[0]),
             cpu_util=cpu_util(cpu_before, cpu_after, wall_s),
             cpu_ms_per_click=_cpu_ms_per_click(cpu_before, cpu_drained, "worker" if pipeline else "relay", answered),
+            sent_at_s=result.sent_s[ok],
         )
         if pipeline:
             phase.to_generated_ms = (generated[ok] - result.sent_s[ok]) * 1000.0

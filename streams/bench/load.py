@@ -143,7 +143,7 @@ _WORDS = ("river city night story music garden winter space ocean history family
           "friend summer detective painter village storm engine library").split()
 
 
-def _records(plan: SendPlan) -> tuple[list[bytes], Callable[[int, float], bytes]]:
+def records_of(plan: SendPlan) -> tuple[list[bytes], Callable[[int, float], bytes]]:
     """The keys of ``plan``'s records, and how to make record ``i``'s value at send time."""
     encode = msgspec.json.Encoder().encode
     rng = np.random.default_rng(plan.seed)
@@ -161,7 +161,7 @@ def _records(plan: SendPlan) -> tuple[list[bytes], Callable[[int, float], bytes]
 
 async def _send_schedule(producer: Any, plan: SendPlan) -> SendResult:
     n = plan.count
-    keys, make_value = _records(plan)
+    keys, make_value = records_of(plan)
     partitions = np.full(n, -1, dtype=np.int32)
     offsets = np.full(n, -1, dtype=np.int64)
     sent_s = np.zeros(n, dtype=np.float64)
