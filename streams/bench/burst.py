@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.bench.freshness import WARM_SEED, _indexed, _send_items, _wait_indexed
+from streams.bench.freshness import start_encoding_worker
 from streams.bench.latency import (
     READY_TIMEOUT_S,
     BenchError,
@@ -111,22 +111,7 @@ async def _run(bench: BenchRun, *, burst: int, rate: float, seconds: float, read
                plot_path: Path | None) -> dict[str, Any]:
     display = bench.display
     try:
-        with display.stage("creating topics"):
-            await bench.create_topics()
-        with display.stage(f"loading {bench.items:,} item vectors"):
-            await bench.load_items()
-        with display.stage("starting the sender and the subscriber"):
-            await bench.start_subscriber((bench.topics.item_vectors, bench.topics.recommendations,
-                                          bench.topics.dead_letters))
-            await asyncio.to_thread(bench.start_sender)
-        with display.stage("starting the worker (encode, index, recommend)"):
-            bench.start_worker("encode,index,recommend")
-            await _wait_indexed(bench, bench.items, ready_timeout_s, "catch-up")
-            await bench.wait_serving(ready_timeout_s)
-            indexed = await _indexed(bench)
-            warm, _, _ = await _send_items(bench, rate=5.0, seconds=2.0, seed=WARM_SEED, drain_cap_s=ready_timeout_s)
-            await _wait_indexed(bench, indexed + len(warm.sent_s), 60.0, "warm-up")
-        display.done(f"worker serving {bench.items:,} items; encoder warm")
+        await start_encoding_worker(bench, ready_timeout_s=ready_timeout_s, clicks=True)
 
         with display.stage(f"steady: {rate:g} clicks/s for {seconds:g} s"):
             steady = await bench.measure("steady", bench.topics.clicks, rate=rate, seconds=seconds)

@@ -187,27 +187,36 @@ def run_freshness_bench(
                 **report}
 
 
+async def start_encoding_worker(bench: BenchRun, *, ready_timeout_s: float, clicks: bool = False) -> None:
+    """Topics, the synthetic catalogue, the sender, a subscriber (item vectors, dead letters,
+    and recommendations with ``clicks``) and one worker with every stage, caught up, serving
+    clicks (with ``clicks``) and with its encoder warm."""
+    display = bench.display
+    with display.stage("creating topics"):
+        await bench.create_topics()
+    with display.stage(f"loading {bench.items:,} item vectors"):
+        await bench.load_items()
+    with display.stage("starting the sender and the subscriber"):
+        topics = (bench.topics.item_vectors, bench.topics.dead_letters)
+        await bench.start_subscriber((*topics, bench.topics.recommendations) if clicks else topics)
+        await asyncio.to_thread(bench.start_sender)
+    with display.stage("starting the worker (encode, index, recommend)"):
+        bench.start_worker("encode,index,recommend")
+        await _wait_indexed(bench, bench.items, ready_timeout_s, "catch-up")
+        if clicks:
+            await bench.wait_serving(ready_timeout_s)
+        # Warm-up: the encoder's first batches and the encode agent's assignment.
+        indexed = await _indexed(bench)
+        warm, _, _ = await _send_items(bench, rate=5.0, seconds=2.0, seed=WARM_SEED, drain_cap_s=ready_timeout_s)
+        await _wait_indexed(bench, indexed + len(warm.sent_s), 60.0, "warm-up")
+    display.done(f"worker serving {bench.items:,} items; encoder warm")
+
+
 async def _run(bench: BenchRun, *, rate: float, seconds: float, ready_timeout_s: float,
                plot_path: Path | None) -> dict[str, Any]:
     display = bench.display
     try:
-        with display.stage("creating topics"):
-            await bench.create_topics()
-        with display.stage(f"loading {bench.items:,} item vectors"):
-            await bench.load_items()
-        with display.stage("starting the item sender and the subscriber"):
-            await bench.start_subscriber((bench.topics.item_vectors, bench.topics.dead_letters))
-            await asyncio.to_thread(bench.start_sender)
-        with display.stage("starting the worker (encode, index, recommend)"):
-            bench.start_worker("encode,index,recommend")
-            await _wait_indexed(bench, bench.items, ready_timeout_s, "catch-up")
-            # Warm-up: the encoder's first batches and the encode agent's assignment.
-            indexed = await _indexed(bench)
-            warm, _, _ = await _send_items(bench, rate=5.0, seconds=2.0, seed=WARM_SEED,
-                                          drain_cap_s=ready_timeout_s)
-            await _wait_indexed(bench, indexed + len(warm.sent_s), 60.0, "warm-up")
-        display.done(f"worker serving {bench.items:,} items; encoder warm")
-
+        await start_encoding_worker(bench, ready_timeout_s=ready_timeout_s)
         with display.stage(f"timed: {rate:g} new items/s for {seconds:g} s"):
             await asyncio.sleep(1.0)  # let the warm-up's last observations settle
             text = await asyncio.to_thread(scrape, bench.metrics_port)
