@@ -23,9 +23,9 @@ def register(ctx: WorkerContext) -> None:
     settings = ctx.settings
     # One thread runs the encoder, at a lower priority than the event loop that serves clicks.
     # The session is made in that thread, so onnxruntime's own threads inherit its niceness.
-    loop_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder", initializer=_lower_priority,
+    encoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder", initializer=_lower_priority,
                                        initargs=(settings.model.nice,))
-    encoder = loop_executor.submit(ItemEncoder.load, settings.model_dir, device=settings.model.device,
+    encoder = encoder_thread.submit(ItemEncoder.load, settings.model_dir, device=settings.model.device,
                                    threads=settings.model.threads).result()
     log.info("encoder %s on %s (%s)", encoder.version, encoder.provider, encoder.variant)
     ctx.encoder_version = encoder.version
@@ -54,7 +54,7 @@ def register(ctx: WorkerContext) -> None:
             if not upserts:
                 continue
             began = time.perf_counter()
-            encoded = await _encode(encoder, upserts, loop_executor)
+            encoded = await _encode(encoder, upserts, encoder_thread)
             ctx.metrics.encoder_batch_seconds.observe(time.perf_counter() - began)
             ctx.metrics.items_encoded.inc(sum(not isinstance(v, Exception) for v in encoded))
             for (item, described_s, message), vector in zip(upserts, encoded, strict=True):
