@@ -115,9 +115,9 @@ class Consumer(faust_aiokafka.Consumer):
         clears the queue that held ``c``; ``c`` is then never served and never read again (the
         click a joining worker lost, issue #16). Here a record whose partition was sought after
         its fetch came back is not delivered, and the partition is sought again to where that
-        seek went once the batch is done: a seek and a fetch both complete in the consumer
-        thread and are seen here in that order, so "sought after the fetch" is exact, and a
-        fetch that raced a seek of several partitions is read again, never skipped.
+        seek went once the batch is done (:meth:`_seek_each`): a seek and a fetch both complete
+        in the consumer thread and are seen here in that order, so "sought after the fetch" is
+        exact, and a fetch that raced a seek of several partitions is read again, never skipped.
         """
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
@@ -176,9 +176,9 @@ class Consumer(faust_aiokafka.Consumer):
                 if undelivered:
                     await self._read_again(undelivered)
                 if backlogged:
-                    await self._read_later(backlogged)
-                if stale:
-                    await self._seek_again(stale)
+                    await self._read_later(backlogged, queues)
+                if stale:  # again to where the last seek went: this batch may have held records read after it
+                    await self._seek_each({tp: self._sought_to.get(tp) for tp in stale})
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -238,21 +238,35 @@ class Consumer(faust_aiokafka.Consumer):
             found = queues[topic] = [channel.queue for channel in channels]
         return any(queue.full() for queue in found)
 
-    async def _read_later(self, backlogged: Mapping[TP, int]) -> None:
-        """Stop fetching each partition while its queue drains; seek it back to the first
-        record the full queue kept back."""
+    async def _seek_each(self, targets: Mapping[TP, int | None]) -> list[TP]:
+        """Seek each partition still assigned to its offset (``None``: its beginning); return
+        those sought, as faust's TP. A partition revoked meanwhile is left to its next owner,
+        who reads it from the commit."""
         assigned = self.assignment()
-        for fetched, offset in backlogged.items():
-            tp = TP(fetched.topic, fetched.partition)  # faust's type: its partition sets assert it
-            if tp in assigned:
-                try:
+        sought = []
+        for fetched, offset in targets.items():
+            tp = TP(fetched.topic, fetched.partition)  # faust's type (fetched records carry aiokafka's)
+            if tp not in assigned:
+                continue
+            try:
+                if offset is None:
+                    await self._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
+                    self._read_offset[tp] = None
+                    self._mark_sought({tp: None})
+                else:
                     await self.seek(tp, offset)
-                except Exception as exc:  # noqa: BLE001 - revoked meanwhile: its next owner reads it
-                    self.log.debug("not reading %s again from %d: %r", tp, offset, exc)
-                    continue
-                self._backlogged[tp] = [channel.queue for channel in
-                                        self.app.topics._topic_name_index.get(tp.topic, ())]
-                self.on_buffer_full(tp)
+            except Exception as exc:  # noqa: BLE001 - revoked meanwhile
+                self.log.debug("not reading %s again from %r: %r", tp, offset, exc)
+                continue
+            sought.append(tp)
+        return sought
+
+    async def _read_later(self, backlogged: Mapping[TP, int], queues: Mapping[str, list[Any]]) -> None:
+        """Seek each partition back to the first record its full queue kept back, and stop
+        fetching it until that queue drains (:meth:`_resume_drained`)."""
+        for tp in await self._seek_each(backlogged):
+            self._backlogged[tp] = queues[tp.topic]
+            self.on_buffer_full(tp)
 
     def _resume_drained(self) -> None:
         """Fetch again the partitions whose queues are down to faust's pressure-drop mark."""
@@ -264,24 +278,6 @@ class Consumer(faust_aiokafka.Consumer):
                 del self._backlogged[tp]
                 self.on_buffer_drop(tp)
 
-    async def _seek_again(self, partitions: set[TP]) -> None:
-        """Seek each partition again to where its last seek went (a batch fetched before that
-        seek was dropped for it, and may have held records fetched after it)."""
-        assigned = self.assignment()
-        for tp in partitions:
-            if tp not in assigned:
-                continue  # revoked meanwhile: its next owner reads it from the commit
-            target = self._sought_to.get(tp)
-            try:
-                if target is None:
-                    await self._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))
-                    self._read_offset[tp] = None
-                    self._mark_sought({tp: None})
-                else:
-                    await self.seek(tp, target)
-            except Exception as exc:  # noqa: BLE001 - revoked meanwhile: its next owner reads it
-                self.log.debug("not reading %s again from %r: %r", tp, target, exc)
-
     async def _read_again(self, undelivered: Mapping[TP, int]) -> None:
         """Fetch again the records a flow suspension kept from the stages.
 
@@ -290,16 +286,13 @@ class Consumer(faust_aiokafka.Consumer):
         committed offsets brings it back. A partition without a committed offset (a new
         group's, say at a cold start) is not sought, so its record was lost. Each partition
         here goes back to its first record kept back, or to its committed offset where
-        that is earlier (a seek already done must not be undone); a partition no longer
-        assigned is left to its next owner.
+        that is earlier (a seek already done must not be undone).
         """
+        targets = {}
         for tp, offset in undelivered.items():
             committed = self._committed_offset.get(tp)
-            target = offset if committed is None else min(offset, committed)
-            try:
-                await self.seek(tp, target)
-            except Exception as exc:  # noqa: BLE001 - revoked meanwhile: its next owner reads it
-                self.log.debug("not reading %s again from %d: %r", tp, target, exc)
+            targets[tp] = offset if committed is None else min(offset, committed)
+        await self._seek_each(targets)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Hand revoked partitions over with every served click committed.

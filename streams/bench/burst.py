@@ -138,8 +138,11 @@ async def _run(bench: BenchRun, *, burst: int, rate: float, seconds: float, read
         raise BenchError(f"none of the {burst:,} burst items came out encoded")
     ended_s = float(np.nanmax(arrival))
     span_s = ended_s - began_s
-    batches = sample(after, "recstream_encoder_batch_seconds_count") - sample(before, "recstream_encoder_batch_seconds_count")
-    encoded = sample(after, "recstream_items_encoded_total") - sample(before, "recstream_items_encoded_total")
+    def grew(name: str) -> float:
+        return sample(after, name) - sample(before, name)
+
+    batches = grew("recstream_encoder_batch_seconds_count")
+    encoded = grew("recstream_items_encoded_total")
     in_burst = _sent_between(during, began_s, ended_s)
     serving = {
         "steady": steady.summary(),
@@ -162,8 +165,8 @@ async def _run(bench: BenchRun, *, burst: int, rate: float, seconds: float, read
         "serving": serving,
         "cpu_util": during.cpu_util,
     }
-    display.done(f"burst: {report['burst']['items_per_s']:,} items/s; clicks p99 {serving['during_burst'].get('p99')} ms "
-                 f"during it, {serving['steady'].get('p99')} ms steady")
+    display.done(f"burst: {report['burst']['items_per_s']:,} items/s; clicks p99 "
+                 f"{serving['during_burst'].get('p99')} ms during it, {serving['steady'].get('p99')} ms steady")
     if plot_path is not None:
         plot_latencies(plot_path, {"steady (encoder idle)": steady,
                                    f"during the burst ({report['burst']['items_per_s']:,.0f} items/s)":
