@@ -9,12 +9,15 @@ Its consumer also delivers fetched records without faust's per-record task pair 
 batches can form, see ``Consumer._drain_messages``), never delivers a record fetched before
 its partition's last seek, commits what the stages served before a rebalance takes partitions
 away (``Consumer.on_partitions_revoked``) and never commits past a click a stage still holds
-(``Consumer._filter_committable_offsets``). No site-packages are edited.
+(``Consumer._filter_committable_offsets``); with ``kafka.processing_guarantee=exactly_once``
+it leaves the commits of the topics a stage commits in its own transactions to that stage.
+No site-packages are edited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar, Mapping
 
 from aiokafka import TopicPartition
@@ -43,6 +46,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # so setting it before start() is equivalent to passing it to the constructor,
         # which faust does not let us do.
         consumer._fetch_max_wait_ms = kafka.fetch_max_wait_ms
+        # The same consumer recovers the tables from their changelogs: with exactly_once,
+        # an aborted batch's state records must not be read back (nor its crowd lessons).
+        consumer._isolation_level = kafka.isolation_level
         return consumer
 
     def _create_client_consumer(self, transport: Any) -> Any:
@@ -337,11 +343,21 @@ class Consumer(faust_aiokafka.Consumer):
         floors = dict(unanswered()) if unanswered is not None else {}
         for tp, offset in self._handed_back.items():
             floors[tp] = min(offset, floors.get(tp, offset))
+        transactional = getattr(self.app, "recstream_transactional_topics", frozenset())
         committable = {}
         for tp in tps:
             offset = self._new_offset_below(tp, floors.get(tp))
-            if offset is not None and self._should_commit(tp, offset):
-                committable[tp] = offset
+            if offset is None or not self._should_commit(tp, offset):
+                continue
+            if tp.topic in transactional:
+                # Committed already, in the transaction of the batch that answered it
+                # (acknowledged only after that commit): a commit here could only move the
+                # offset back. faust's bookkeeping still moves on, or its list of
+                # acknowledged offsets would grow for good.
+                self._committed_offset[tp] = offset
+                self._thread.tp_last_committed_at[tp] = time.monotonic()  # for faust's stall warnings
+                continue
+            committable[tp] = offset
         return committable
 
     def _new_offset_below(self, tp: TP, floor: int | None) -> int | None:

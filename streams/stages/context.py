@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How a stage hands a record to Kafka: ``send(topic, key, value, partition)`` returns the future
+#: of its acknowledgement (faust's producer, or a batch's transaction: streams.stages.transactions).
+Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[asyncio.Future[Any]]]
+
 
 class RecstreamApp(faust.App):
     """A faust app that carries recstream's settings (read by :mod:`streams.transport`)."""
@@ -40,6 +44,9 @@ class RecstreamApp(faust.App):
     #: Per partition, the lowest offset a stage took and has not acknowledged yet: no commit
     #: passes it (see :mod:`streams.transport`).
     recstream_unanswered: Callable[[], Mapping[Any, int]] | None = None
+    #: Topics whose offsets a stage commits in its own Kafka transactions (exactly_once):
+    #: faust's commits leave them alone.
+    recstream_transactional_topics: frozenset[str] = frozenset()
 
 
 def limits_of(settings: Settings) -> RecordLimits:

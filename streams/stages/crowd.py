@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams import snapshot
 from streams.recommend import CrowdEvent, Recommender
 from streams.records import DecodeReason, RecordDecodeError
-from streams.stages.context import WorkerContext
+from streams.stages.context import Send, WorkerContext
 from streams.topics import whole_topic_reader
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,12 @@ class CrowdShare:
 
     # ------------------------------------------------------------------ publish
 
-    async def publish(self, producer: Any, events: Sequence[CrowdEvent]) -> list[asyncio.Future[Any]]:
-        """Hand the batch's lessons to the producer; return the futures of their acks."""
+    async def publish(self, send: Send, events: Sequence[CrowdEvent]) -> list[asyncio.Future[Any]]:
+        """Hand the batch's lessons to ``send`` (the batch's producer, or its transaction);
+        return the futures of their acks."""
         if not self.enabled or not events:
             return []
-        return [await producer.send(self.topic, self.origin, raw, None, None, None)
-                for raw in encode_events(events)]
+        return [await send(self.topic, self.origin, raw, None) for raw in encode_events(events)]
 
     # ------------------------------------------------------------------ learn
 
@@ -125,7 +125,7 @@ class CrowdShare:
             async with self.ctx.direct_dead_letters() as send_dead_letter:
                 end = await consumer.end_offsets(tps)
                 began, said, total = time.monotonic(), time.monotonic(), 0
-                while any(self.positions.get(tp.partition, 0) < offset for tp, offset in end.items()):
+                while [tp for tp, offset in end.items() if await consumer.position(tp) < offset]:
                     total += await self._read(consumer, recommender, send_dead_letter)
                     if time.monotonic() - said > 5.0:
                         said = time.monotonic()
@@ -186,6 +186,9 @@ class CrowdShare:
                 for event in events:
                     recommender.learn(event)
                 self.learned += len(events)
-            self.positions[tp.partition] = messages[-1].offset + 1
             count += len(messages)
+        for tp in batches:
+            # the consumer's position, not the last record's offset + 1: with exactly_once a
+            # transaction's marker follows its records, and no consumer ever receives it
+            self.positions[tp.partition] = await consumer.position(tp)
         return count

@@ -14,6 +14,9 @@ writes the same store and the same changelog for many users at once:
   sends one changelog record per user (``Table.send_changelog``, which records the persisted
   offset as faust does). faust flushes its producer before it commits input offsets, so the
   changelog is durable before the clicks that made it are committed.
+- With exactly_once the recommend stage sends the changelog records in its transaction
+  itself, and only once that commits puts them locally (:meth:`put_local`) and records
+  their offsets (:meth:`persisted`): the local store never holds a state Kafka aborted.
 
 Reaching into the store's partition databases is the one use of faust internals here
 (``Store._db_for_partition``); the in-memory store (``state.store=memory``, tests) is a plain
@@ -73,9 +76,22 @@ class UserStates:
 
     def write(self, changed: Mapping[bytes, tuple[int, UserState]]) -> None:
         """Write back each changed user's state once: locally, then to the changelog."""
-        if not changed:
-            return
-        encoded = {key: (partition, encode_state(state)) for key, (partition, state) in changed.items()}
+        encoded = self.encode(changed)
+        self.put_local(encoded)
+        for key, (partition, raw) in encoded.items():
+            self.table.send_changelog(partition, key, raw)
+
+    @staticmethod
+    def encode(changed: Mapping[bytes, tuple[int, UserState]]) -> dict[bytes, tuple[int, bytes]]:
+        """Each changed user's ``(partition, stored bytes)``."""
+        return {key: (partition, encode_state(state)) for key, (partition, state) in changed.items()}
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+    def put_local(self, encoded: Mapping[bytes, tuple[int, bytes]]) -> None:
+        """Put encoded states in the local store: one RocksDB write batch per partition."""
         by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for key, (partition, raw) in encoded.items():
             by_partition[partition].append((key, raw))
@@ -93,5 +109,13 @@ class UserStates:
             else:  # faust on python-rocksdb (when that package is installed): puts one by one
                 for key, raw in rows:
                     db.put(key, raw)
-        for key, (partition, raw) in encoded.items():
-            self.table.send_changelog(partition, key, raw)
+
+    def persisted(self, offsets: Mapping[int, int]) -> None:
+        """Record, per partition, the changelog offset the local store now holds (what
+        ``Table.send_changelog`` records when a changelog record is acknowledged): a restart
+        recovers only the changelog records after it."""
+        from faust.types import TP
+
+        topic = self.changelog_topic
+        for partition, offset in offsets.items():
+            self.table.data.set_persisted_offset(TP(topic, partition), offset)

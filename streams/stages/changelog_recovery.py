@@ -1,0 +1,79 @@
+"""Table recovery from a changelog written in transactions (``kafka.processing_guarantee=exactly_once``).
+
+faust recovers a partition's table by reading its changelog until it has seen the record
+at the partition's end offset minus one. With transactions that offset is a commit or abort
+marker, which no consumer ever receives (nor the records of an aborted transaction, read
+committed), so recovery would wait for good. faust handles this only in its own
+exactly-once mode, and only after two idle 5 s polls. Here the target is the offset of the
+last committed *data* record before the end, found by reading the partition's tail once per
+recovery (a few records: each transaction adds one marker per partition).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
+from faust.types import TP
+
+from streams.settings import KafkaSettings
+
+#: Records read back from the end per step while looking for the last data record.
+TAIL = 64
+READ_TIMEOUT_S = 30.0
+
+
+async def last_data_offsets(kafka: KafkaSettings, tps: list[TP]) -> dict[TP, int]:
+    """Per partition, the offset of its last record a read_committed consumer receives
+    (-1: none), reading back from the end in growing steps."""
+    consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in tps}
+        consumer.assign(list(parts.values()))
+        begin = await consumer.beginning_offsets(list(parts.values()))
+        end = await consumer.end_offsets(list(parts.values()))  # the last stable offsets, read committed
+        found: dict[TP, int] = {}
+        for tp, part in parts.items():
+            found[tp] = -1
+            step, upto = TAIL, end[part]
+            while upto > begin[part] and found[tp] < 0:
+                start = max(begin[part], upto - step)
+                consumer.seek(part, start)
+                deadline = time.monotonic() + READ_TIMEOUT_S
+                while await consumer.position(part) < upto:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"changelog {part.topic}[{part.partition}] could not be read "
+                                           f"from {start} to {upto} in {READ_TIMEOUT_S:g} s")
+                    for message in (await consumer.getmany(part, timeout_ms=1000)).get(part, []):
+                        if message.offset < upto:
+                            found[tp] = max(found[tp], message.offset)
+                upto, step = start, step * 4
+        return found
+    finally:
+        await consumer.stop()
+
+
+class ReadCommittedRecovery(Recovery):
+    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        if tps:
+            last = await last_data_offsets(self.app.recstream_settings.kafka, sorted(tps))
+            for tp in tps:
+                destination[tp] = min(destination[tp], last[tp])
+            self.log.info("%s changelog partitions: last committed records at %s", title,
+                          {f"{tp.topic}[{tp.partition}]": last[tp] for tp in sorted(tps)})
+
+
+class ReadCommittedTableManager(TableManager):
+    """faust's table manager with :class:`ReadCommittedRecovery` (the app's ``TableManager``)."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = ReadCommittedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
