@@ -32,6 +32,8 @@ class Metrics:
     click_seconds: Histogram
     click_batch_size: Histogram
     item_freshness_seconds: Histogram
+    clicks_answered_before: Counter
+    transaction_seconds: Histogram
 
     _instance: ClassVar[Metrics | None] = None
 
@@ -71,6 +73,14 @@ class Metrics:
                     "recstream_item_freshness_seconds",
                     "Item record produced -> its vector applied to this worker's index (recommendable)",
                     buckets=FRESHNESS_BUCKETS_S,
+                ),
+                clicks_answered_before=Counter(
+                    "recstream_clicks_answered_before",
+                    "exactly_once: clicks read again (after a crash) whose recommendation was committed already; "
+                    "not answered twice"),
+                transaction_seconds=Histogram(
+                    "recstream_transaction_seconds", "exactly_once: one batch's Kafka transaction, begin to commit",
+                    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                 ),
             )
         return cls._instance

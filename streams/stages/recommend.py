@@ -55,8 +55,9 @@ from streams.records import (
     encode_json,
 )
 from streams.sequence import SequenceWatch
-from streams.stages.context import WorkerContext
+from streams.stages.context import Send, WorkerContext
 from streams.stages.crowd import CrowdShare
+from streams.stages.transactions import BatchTransactions
 from streams.stages.user_states import UserStates
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class RecommendStage:
         self._served: dict[tuple[str, int], int] = {}
         self._sequence_watch = SequenceWatch(settings.sequence_dir)
         self._queue: asyncio.Queue[Any] | None = None  # the clicks faust queued for the agent
+        #: exactly_once: the transactions batches are served in, and per (topic, partition)
+        #: the input offset the last one committed (since partitions were last assigned).
+        self.transactions: BatchTransactions | None = None
+        self._committed: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ recommender
 
@@ -163,6 +168,8 @@ class RecommendStage:
                 await self._serve_one_at_a_time(self._fresh(batch), hold=True)
         finally:
             release.cancel()
+            if self.transactions is not None:
+                await self.transactions.stop()
 
     async def _serve_one_at_a_time(self, events: Sequence[Any], *, hold: bool) -> None:
         async with self._one_batch:
@@ -259,6 +266,7 @@ class RecommendStage:
             self._held.clear()
             self.ctx.metrics.clicks_held.set(0)
         self._served.clear()  # every partition is revoked; what comes next is read from the commits
+        self._committed.clear()
         return handed_back
 
     def _fresh(self, events: Sequence[Any]) -> list[Any]:
@@ -325,23 +333,86 @@ class RecommendStage:
         learned: list[CrowdEvent] = []
         users = self._apply(recommender, clicks, letters, learned) if clicks else []
         ranked = self._rank(recommender, users, letters) if users else []
-        acks = await self._produce(ranked, letters)
-        if ctx.crowd is not None:
-            acks += await ctx.crowd.publish(ctx.app.producer, learned)
-        served = [u for u, _ in ranked]
-        self.states.write({u.key: (u.partition, u.state) for u in served if u.changed and u.state is not None})
-        clicks_out = sum(len(u.clicks) for u in served)
+        changed = {u.key: (u.partition, u.state) for u, _ in ranked if u.changed and u.state is not None}
+        if self.transactions is not None:
+            if not await self._commit_in_transaction(events, ranked, letters, learned, changed):
+                return
+        else:
+            acks = await self._produce(ranked, letters, self._send)
+            if ctx.crowd is not None:
+                acks += await ctx.crowd.publish(self._send, learned)
+            self.states.write(changed)
+            # The next batch need not wait for the broker's acknowledgements: the clicks are
+            # acknowledged to faust (made committable) when they come back.
+            task = asyncio.ensure_future(self._acknowledge(events, acks, letters))
+            self._pending[task] = events
+            task.add_done_callback(self._pending.pop)
+        clicks_out = sum(len(u.clicks) for u, _ in ranked)
         ctx.metrics.clicks.inc(clicks_out)
         elapsed_s = time.time() - received_s
         for _ in range(clicks_out):
             ctx.metrics.click_seconds.observe(elapsed_s)
-        # The next batch need not wait for the broker's acknowledgements: the clicks are
-        # acknowledged to faust (made committable) when they come back.
-        task = asyncio.ensure_future(self._acknowledge(events, acks, letters))
-        self._pending[task] = events
-        task.add_done_callback(self._pending.pop)
         if recommender is not None and recommender.refit_due and self._refit is None:
             self._refit_ranker(recommender)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+                    ) -> asyncio.Future[Any]:
+        return await self.ctx.app.producer.send(topic, key, value, partition, None, None)
+
+    async def _commit_in_transaction(self, events: Sequence[Any], ranked: list[tuple[_User, list[Any]]],
+                                     letters: list[tuple[Any, Exception]], learned: list[CrowdEvent],
+                                     changed: dict[bytes, tuple[int, UserState]]) -> bool:
+        """exactly_once: the batch's records, its changed states' changelog records and the input
+        offsets it answered, in one transaction; then the states locally and the acks to faust.
+        A click answered in an earlier committed transaction (read again after a crash: its
+        state change is in the state) is not answered again. On failure the worker stops
+        (its successor serves the batch again) and False is returned."""
+        txn = self.transactions
+        assert txn is not None
+        encoded = self.states.encode(changed)
+        offsets = self._committable()
+        try:
+            if ranked or letters or encoded or offsets:
+                await txn.begin()
+                await self._produce(ranked, letters, txn.send, answered_before_skipped=True)
+                if self.ctx.crowd is not None:
+                    await self.ctx.crowd.publish(txn.send, learned)
+                changelog = self.states.changelog_topic
+                logged = [(partition, await txn.send(changelog, key, raw, partition))
+                          for key, (partition, raw) in encoded.items()]
+                self.ctx.metrics.transaction_seconds.observe(await txn.commit(offsets))
+            else:
+                logged = []
+        except Exception as exc:  # noqa: BLE001 - nothing of the batch is visible; its successor serves it
+            log.error("the transaction of a batch of %d clicks failed, stopping: %r", len(events), exc)
+            await txn.abort()
+            await self.ctx.app.crash(exc)
+            return False
+        self._committed.update(offsets)
+        self.states.put_local(encoded)
+        persisted: dict[int, int] = {}
+        for partition, sent in logged:
+            persisted[partition] = max(persisted.get(partition, -1), sent.result().offset)
+        self.states.persisted(persisted)
+        for event, error in letters:
+            self.ctx.count_letter(event.message.topic, error)
+        for event in events:
+            event.ack()
+        return True
+
+    def _committable(self) -> dict[tuple[str, int], int]:
+        """Per partition served since the last commit, the next offset to read: one past the
+        last click served, or the oldest click still held for its item."""
+        held: dict[tuple[str, int], int] = {}
+        for _, event, _ in self._held:
+            tp = (event.message.topic, event.message.partition)
+            held[tp] = min(event.message.offset, held.get(tp, event.message.offset))
+        offsets = {}
+        for tp, last in self._served.items():
+            offset = min(last + 1, held.get(tp, last + 1))
+            if offset > self._committed.get(tp, -1):
+                offsets[tp] = offset
+        return offsets
 
     def _refit_ranker(self, recommender: Recommender) -> None:
         """Refit the learned ranker in a thread: a fit takes up to a second, and batches go on
@@ -431,12 +502,13 @@ class RecommendStage:
                 letters.extend((event, exc) for event, _ in user.clicks)
         return ranked
 
-    async def _produce(self, ranked: list[tuple[_User, list[Any]]],
-                       letters: list[tuple[Any, Exception]]) -> list[asyncio.Future[Any]]:
-        """Hand every recommendation and dead letter of the batch to the producer, in order;
-        return the futures of their acknowledgements. Nothing is sent until the batch yields
-        to the event loop, so they leave together: one produce request per broker."""
-        producer = self.ctx.app.producer
+    async def _produce(self, ranked: list[tuple[_User, list[Any]]], letters: list[tuple[Any, Exception]],
+                       send: Send, *, answered_before_skipped: bool = False) -> list[asyncio.Future[Any]]:
+        """Hand every recommendation and dead letter of the batch to ``send``, in order; return
+        the futures of their acknowledgements. Nothing is sent until the batch yields to the
+        event loop, so they leave together: one produce request per broker. With
+        ``answered_before_skipped``, a click whose state change was applied before gets no
+        recommendation (exactly_once: it was committed with that state change)."""
         recommender = self.recommender
         model = recommender.catalog.model_version if recommender is not None else ""
         models = recommender.model_versions() if recommender is not None else {}
@@ -447,18 +519,19 @@ class RecommendStage:
             generated_s = time.time()
             for event, click in user.clicks:
                 message = event.message
+                if answered_before_skipped and id(event) in user.redelivered:
+                    self.ctx.metrics.clicks_answered_before.inc()
+                    continue
                 rec = Recommendation(
                     user_id=click.user_id, items=shown,
                     trigger=Trigger(topic=message.topic, partition=message.partition, offset=message.offset,
                                     ts_s=click.ts_s),
                     model=model, models=models, generated_at_s=generated_s,
                     redelivered=id(event) in user.redelivered)
-                sends.append(await producer.send(self.recommendations_topic, message.key, encode_json(rec),
-                                                 None, None, None))
+                sends.append(await send(self.recommendations_topic, message.key, encode_json(rec), None))
         for event, error in letters:  # errors other than bad records were logged where they arose
             message = event.message
-            sends.append(await producer.send(self.dead_letters_topic, message.key,
-                                             self.ctx.letter(message, error), None, None, None))
+            sends.append(await send(self.dead_letters_topic, message.key, self.ctx.letter(message, error), None))
         return sends
 
     async def _acknowledge(self, events: Sequence[Any], acks: list[asyncio.Future[Any]],
@@ -492,6 +565,11 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
     crowd = ctx.crowd = CrowdShare(ctx, crowd_path, worker_name=worker_name)
     app.recstream_before_revoke = stage.drain
     app.recstream_unanswered = stage.unanswered
+    if settings.kafka.exactly_once:
+        # faust's consumer group is its app id; the worker's name is stable across its restarts
+        stage.transactions = BatchTransactions(settings.kafka, transactional_id=f"{app.conf.id}-recommend-{worker_name}",
+                                               group_id=app.conf.id)
+        app.recstream_transactional_topics = frozenset({topics.clicks})
 
     @app.task
     async def crowd_follow() -> None:

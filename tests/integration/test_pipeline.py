@@ -128,11 +128,11 @@ class Pipeline:
 
         return asyncio.run(run())
 
-    def read_all(self, topic: str) -> list[Any]:
+    def read_all(self, topic: str, **options: Any) -> list[Any]:
         """Every message of ``topic`` up to its end offsets as of now."""
 
         async def run() -> list[Any]:
-            consumer = AIOKafkaConsumer(**self.kafka.consumer_kwargs(), group_id=None,
+            consumer = AIOKafkaConsumer(**{**self.kafka.consumer_kwargs(), **options}, group_id=None,
                                         auto_offset_reset="earliest", enable_auto_commit=False)
             await consumer.start()
             try:
@@ -204,18 +204,22 @@ def _trigger(rec: dict) -> tuple[int, int]:
     return rec["trigger"]["partition"], rec["trigger"]["offset"]
 
 
-def _new_pipeline(broker: LocalBroker, work: Path, *, partitions: int = 2) -> Pipeline:
-    """Fresh topics and a worker environment (the worker is not started)."""
+def _new_pipeline(broker: LocalBroker, work: Path, *, partitions: int = 2,
+                  guarantee: str = "at_least_once") -> Pipeline:
+    """Fresh topics and a worker environment (the worker is not started); with
+    ``guarantee="exactly_once"`` the worker serves in transactions and the test reads
+    committed records only."""
     model_dir = ensure_model(Settings())  # the real default encoder, exported once and cached
     suffix = uuid.uuid4().hex[:8]
     topics = TopicSettings.named(f"{{name}}-{suffix}", partitions=partitions)
-    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, processing_guarantee=guarantee)
     asyncio.run(ensure_topics(kafka, topics))
     metrics_port = free_port()
     env = {**os.environ, "RECSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "RECSTREAM_APP_ID": f"recstream-test-{suffix}", "RECSTREAM_DATA_DIR": str(work),
            "RECSTREAM_MODEL__DIR": str(model_dir), "RECSTREAM_LIMITS__MAX_TEXT_CHARS": "500",
            "RECSTREAM_RECOMMEND__K": "8", "RECSTREAM_RECOMMEND__UNKNOWN_ITEM_WAIT_S": "10", "PYTHONUNBUFFERED": "1",
+           "RECSTREAM_KAFKA__PROCESSING_GUARANTEE": guarantee,
            **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.model_dump().items()}}
     return Pipeline(kafka, topics, metrics_port, env, work / "worker.log")
 
@@ -732,6 +736,32 @@ def _answers(pipe: Pipeline, sent: int, timeout_s: float = 180.0) -> tuple[dict[
         time.sleep(1.0)
 
 
+def _clicks_with_bad_ones(items: list[str], n_clicks: int = 3000) -> tuple[list[tuple[str, bytes]], set[int]]:
+    """Clicks of 60 users on ``items``, one in 97 on an item no one described (a dead letter
+    after its wait, never a lost click); and the indices of those."""
+    rng = np.random.default_rng(5)
+    clicks: list[tuple[str, bytes]] = []
+    bad: set[int] = set()
+    for n in range(n_clicks):
+        user = f"u{int(rng.integers(0, 60))}"
+        item = "no-such" if n % 97 == 13 else items[int(rng.integers(0, len(items)))]
+        if item == "no-such":
+            bad.add(n)
+        clicks.append((user, json.dumps({"user_id": user, "item_id": item, "ts": NOW_S + n}).encode()))
+    return clicks, bad
+
+
+def _kill_under_load(pipe: Pipeline, clicks: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
+    """Stream ``clicks`` at 400/s, SIGKILL the worker 4 s in, restart it; the clicks' positions."""
+    killer = threading.Timer(4.0, pipe.worker.kill)
+    killer.start()
+    positions = _stream_clicks(pipe, clicks, rate=400.0)
+    killer.join()
+    pipe.worker.wait(30)
+    pipe.start_worker()
+    return positions
+
+
 def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
     """SIGKILL while clicks arrive at a few hundred per second, then a restart: every valid
@@ -740,25 +770,9 @@ def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
     pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("killed"))
     pipe.start_worker()
     try:
-        items = list(_topic_items())
         pipe.items(_topic_items())
-        rng = np.random.default_rng(5)
-        clicks: list[tuple[str, bytes]] = []
-        bad: set[int] = set()
-        for n in range(3000):
-            user = f"u{int(rng.integers(0, 60))}"
-            if n % 97 == 13:  # an item no one described: a dead letter, never a lost click
-                bad.add(n)
-                clicks.append((user, json.dumps({"user_id": user, "item_id": "no-such", "ts": NOW_S + n}).encode()))
-            else:
-                item = items[int(rng.integers(0, len(items)))]
-                clicks.append((user, json.dumps({"user_id": user, "item_id": item, "ts": NOW_S + n}).encode()))
-        killer = threading.Timer(4.0, pipe.worker.kill)
-        killer.start()
-        positions = _stream_clicks(pipe, clicks, rate=400.0)
-        killer.join()
-        pipe.worker.wait(30)
-        pipe.start_worker()
+        clicks, bad = _clicks_with_bad_ones(list(_topic_items()))
+        positions = _kill_under_load(pipe, clicks)
         recs, letters = _answers(pipe, len(clicks))
         good = [p for n, p in enumerate(positions) if n not in bad]
         assert not [p for p in good if p not in recs], "a valid click got no recommendation"
@@ -770,6 +784,34 @@ def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
         batches = scrape(pipe.metrics_port)
         served = sample(batches, "recstream_click_batch_size_sum")
         assert served > sample(batches, "recstream_click_batch_size_count"), "the backlog was served in batches"
+    finally:
+        pipe.stop_worker()
+
+
+def test_exactly_once_a_killed_worker_answers_every_click_once(kafka_broker: LocalBroker,
+                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    """kafka.processing_guarantee=exactly_once, the same SIGKILL under load: read committed,
+    every valid click has exactly one recommendation and every bad one exactly one dead
+    letter; what the killed worker had not committed was aborted, not delivered."""
+    pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("killed-eos"), guarantee="exactly_once")
+    pipe.start_worker()
+    try:
+        pipe.items(_topic_items())
+        clicks, bad = _clicks_with_bad_ones(list(_topic_items()))
+        positions = _kill_under_load(pipe, clicks)
+        recs, letters = _answers(pipe, len(clicks))
+        good = [p for n, p in enumerate(positions) if n not in bad]
+        assert not [p for p in good if p not in recs], "a valid click got no recommendation"
+        assert set(recs) | set(letters) == set(positions), "input = recommendations + dead letters"
+        twice = sorted(p for p, r in recs.items() if len(r) > 1)
+        assert not twice, f"clicks answered twice (partition, offset): {twice[:10]}"
+        assert not [p for p, n in letters.items() if n > 1], "a dead letter sent twice"
+        assert {positions[n] for n in bad} == set(letters), "exactly the bad clicks got dead letters"
+        assert not any(r["redelivered"] for rs in recs.values() for r in rs)
+        uncommitted = len(pipe.read_all(pipe.topics.recommendations, isolation_level="read_uncommitted"))
+        skipped = pipe.metric("recstream_clicks_answered_before_total")
+        print(f"{len(positions)} clicks: {len(recs)} recommendations committed, {uncommitted} records in the "
+              f"topic read uncommitted; {skipped:.0f} clicks read again after the kill were answered before")
     finally:
         pipe.stop_worker()
 
