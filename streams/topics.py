@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.errors import RecstreamError
-from streams.settings import KafkaSettings, TopicSettings
+from streams.settings import KafkaSettings, Settings, TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ def topic_specs(topics: TopicSettings) -> list[NewTopic]:
                            else {}),
         ))
     return specs
+
+
+def state_changelog_configs(settings: Settings) -> dict[str, str]:
+    """The user-state changelog's topic configs beyond faust's ``cleanup.policy=compact``: a
+    forget replaces a state, and compaction removes the replaced ones within the configured
+    lag (Kafka rolls the active segment for it: KIP-354)."""
+    lag_ms = str(int(settings.state.changelog_compaction_lag_s * 1000))
+    return {"max.compaction.lag.ms": lag_ms, "segment.ms": lag_ms}
 
 
 #: ensure_topics is a process's first word with Kafka: an address that accepts connections

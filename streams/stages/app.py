@@ -22,7 +22,7 @@ from streams import snapshot
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.stages import encode, endpoints, index_replica, recommend, status
-from streams.stages.changelog_recovery import ReadCommittedTableManager
+from streams.stages.changelog_recovery import MarkerAwareTableManager
 from streams.stages.context import RecstreamApp, WorkerContext, limits_of
 from streams.stages.endpoints import Health
 from streams.stages.pull import PullApi
@@ -113,9 +113,9 @@ def build_app(settings: Settings, *, stages: Iterable[str] = STAGES, worker_name
         # member restarted cleanly never rejoined here (aiokafka 0.14, faust's assignor).
         broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=settings.kafka.session_timeout_s / 3.0,
-        # exactly_once: the changelog ends in transaction markers, which faust's recovery
-        # would wait for (streams.stages.changelog_recovery).
-        **({"TableManager": ReadCommittedTableManager} if settings.kafka.exactly_once else {}),
+        # A changelog written in transactions ends in markers, which faust's recovery would
+        # wait for (streams.stages.changelog_recovery).
+        TableManager=MarkerAwareTableManager,
         # This worker's pull API, as the consumer group shares it: faust's partition assignor
         # tells any worker which member owns a user's partition (streams.stages.pull).
         **({"canonical_url": canonical_url} if canonical_url else {}),

@@ -1,12 +1,14 @@
-"""Table recovery from a changelog written in transactions (``kafka.processing_guarantee=exactly_once``).
+"""Table recovery from a changelog with transactions in it: written by exactly_once workers
+(``kafka.processing_guarantee``) or by a state rebuild (:mod:`streams.rebuild`).
 
 faust recovers a partition's table by reading its changelog until it has seen the record
 at the partition's end offset minus one. With transactions that offset is a commit or abort
 marker, which no consumer ever receives (nor the records of an aborted transaction, read
 committed), so recovery would wait for good. faust handles this only in its own
 exactly-once mode, and only after two idle 5 s polls. Here the target is the offset of the
-last committed *data* record before the end, found by reading the partition's tail once per
-recovery (a few records: each transaction adds one marker per partition).
+last *data* record before the end a consumer of this isolation level receives, found by
+reading the partition's tail once per recovery (a few records: each transaction adds one
+marker per partition). On a changelog without transactions that is faust's own target.
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ READ_TIMEOUT_S = 30.0
 
 
 async def last_data_offsets(kafka: KafkaSettings, tps: list[TP]) -> dict[TP, int]:
-    """Per partition, the offset of its last record a read_committed consumer receives
-    (-1: none), reading back from the end in growing steps."""
+    """Per partition, the offset of its last record a consumer with ``kafka``'s isolation level
+    receives (-1: none), reading back from the end in growing steps."""
     consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in tps}
         consumer.assign(list(parts.values()))
         begin = await consumer.beginning_offsets(list(parts.values()))
-        end = await consumer.end_offsets(list(parts.values()))  # the last stable offsets, read committed
+        end = await consumer.end_offsets(list(parts.values()))  # read committed: the last stable offsets
         found: dict[TP, int] = {}
         for tp, part in parts.items():
             found[tp] = -1
@@ -58,22 +60,22 @@ async def last_data_offsets(kafka: KafkaSettings, tps: list[TP]) -> dict[TP, int
         await consumer.stop()
 
 
-class ReadCommittedRecovery(Recovery):
+class MarkerAwareRecovery(Recovery):
     async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str) -> None:
         await super()._build_highwaters(consumer, tps, destination, title)
         if tps:
             last = await last_data_offsets(self.app.recstream_settings.kafka, sorted(tps))
             for tp in tps:
                 destination[tp] = min(destination[tp], last[tp])
-            self.log.info("%s changelog partitions: last committed records at %s", title,
+            self.log.info("%s changelog partitions: last data records at %s", title,
                           {f"{tp.topic}[{tp.partition}]": last[tp] for tp in sorted(tps)})
 
 
-class ReadCommittedTableManager(TableManager):
-    """faust's table manager with :class:`ReadCommittedRecovery` (the app's ``TableManager``)."""
+class MarkerAwareTableManager(TableManager):
+    """faust's table manager with :class:`MarkerAwareRecovery` (the app's ``TableManager``)."""
 
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = ReadCommittedRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            self._recovery = MarkerAwareRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery

@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -186,34 +187,10 @@ class IndexReplica:
 
     def apply(self, messages: list[Any]) -> list[tuple[Any, RecordDecodeError]]:
         """Upsert/delete a batch of item-vector messages; return the bad ones (for dead letters)."""
-        bad: list[tuple[Any, RecordDecodeError]] = []
-        upserts: dict[str, tuple[np.ndarray, ItemInfo]] = {}
-        deletes: list[str] = []
         dim = self.index.dim if self.index is not None else None
-        version = ""
-        for message in messages:
-            key = (message.key or b"").decode("utf-8", "replace")
-            if message.value is None:  # tombstone: the item was deleted
-                upserts.pop(key, None)
-                deletes.append(key)
-                continue
-            try:
-                record = decode_item_vector(message.value, dim=dim)
-            except RecordDecodeError as exc:
-                bad.append((message, exc))
-                continue
-            if record.vector is None:
-                upserts.pop(record.item_id, None)
-                deletes.append(record.item_id)
-                continue
-            vector = record.array()
-            dim = dim or vector.shape[0]
-            upserts[record.item_id] = (vector, ItemInfo(vector=vector, title=record.title, tags=tuple(record.tags),
-                                                        created_at_s=record.created_at_s))
-            if deletes and record.item_id in deletes:
-                deletes.remove(record.item_id)
-            if record.model:
-                version = record.model
+        folded = fold_item_vectors(messages, dim)
+        upserts, deletes, bad, version = folded.upserts, folded.deletes, folded.bad, folded.model
+        dim = folded.dim
         if upserts:
             index, catalog = self.open_index(dim), self.catalog
             catalog.model_version = version or catalog.model_version
@@ -232,6 +209,47 @@ class IndexReplica:
                 hook(deletes)
         self.ctx.metrics.index_items.set(len(self.catalog))
         return bad
+
+
+@dataclass(slots=True)
+class FoldedVectors:
+    """What a run of item-vector records leaves: the last vector of each item written, the
+    items deleted (tombstones, null vectors), the records that do not decode."""
+
+    upserts: dict[str, tuple[np.ndarray, ItemInfo]] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    bad: list[tuple[Any, RecordDecodeError]] = field(default_factory=list)
+    model: str = ""  # the encoder of the last vector
+    dim: int | None = None
+
+
+def fold_item_vectors(messages: Sequence[Any], dim: int | None) -> FoldedVectors:
+    """Fold item-vector records in order (the replica's batch, or the rebuild's one record)."""
+    out = FoldedVectors(dim=dim)
+    for message in messages:
+        key = (message.key or b"").decode("utf-8", "replace")
+        if message.value is None:  # tombstone: the item was deleted
+            out.upserts.pop(key, None)
+            out.deletes.append(key)
+            continue
+        try:
+            record = decode_item_vector(message.value, dim=out.dim)
+        except RecordDecodeError as exc:
+            out.bad.append((message, exc))
+            continue
+        if record.vector is None:
+            out.upserts.pop(record.item_id, None)
+            out.deletes.append(record.item_id)
+            continue
+        vector = record.array()
+        out.dim = out.dim or vector.shape[0]
+        out.upserts[record.item_id] = (vector, ItemInfo(vector=vector, title=record.title, tags=tuple(record.tags),
+                                                        created_at_s=record.created_at_s))
+        if record.item_id in out.deletes:
+            out.deletes.remove(record.item_id)
+        if record.model:
+            out.model = record.model
+    return out
 
 
 async def check_fingerprints(consumer: AIOKafkaConsumer, topic: str,

@@ -34,45 +34,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.clickbatch import BatchUser, apply_clicks, rank_users, read_click, recommendations
 from streams.interest import UserState, forgotten
 from streams.learned import LinearRanker, fit_ranker
-from streams.ranking import unit_score
-from streams.recommend import CrowdEvent, Recommender, RecommenderParams, Request
-from streams.records import (
-    Click,
-    DecodeReason,
-    Recommendation,
-    RecommendedItem,
-    RecordDecodeError,
-    Trigger,
-    check_key,
-    decode_click,
-    decode_control,
-    encode_json,
-)
+from streams.ranking import RankedItem
+from streams.recommend import CrowdEvent, Recommender, RecommenderParams
+from streams.records import Click, DecodeReason, RecordDecodeError, check_key, decode_control, encode_json
 from streams.sequence import SequenceWatch
 from streams.stages.context import Send, WorkerContext
 from streams.stages.crowd import CrowdShare
 from streams.stages.transactions import BatchTransactions
-from streams.stages.user_states import UserStates
+from streams.stages.user_states import STATE_TABLE, UserStates
+from streams.topics import state_changelog_configs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _User:
-    """One user's part of a batch: their state as it goes and the clicks that moved it."""
-
-    key: bytes
-    partition: int
-    state: UserState | None
-    changed: bool = False
-    clicks: list[tuple[Any, Click]] = field(default_factory=list)  # (faust event, click)
-    redelivered: set[int] = field(default_factory=set)  # ids of the events whose click was applied before
 
 
 class RecommendStage:
@@ -308,8 +286,7 @@ class RecommendStage:
         for event in events:
             message = event.message
             try:
-                click = decode_click(message.value, now_s=received_s, limits=ctx.limits)
-                check_key(message.key, click.user_id, "user_id", required=True)
+                click = read_click(message, now_s=received_s, limits=ctx.limits)
                 if recommender is None or click.item_id not in recommender.catalog:
                     if hold and wait_s > 0:
                         held.append((event, click.item_id))
@@ -331,8 +308,8 @@ class RecommendStage:
             waiting = {id(event) for event, _ in held}
             events = [event for event in events if id(event) not in waiting]
         learned: list[CrowdEvent] = []
-        users = self._apply(recommender, clicks, letters, learned) if clicks else []
-        ranked = self._rank(recommender, users, letters) if users else []
+        users = apply_clicks(recommender, clicks, self.states.load, letters, learned) if clicks else []
+        ranked = rank_users(recommender, users, letters) if users else []
         changed = {u.key: (u.partition, u.state) for u, _ in ranked if u.changed and u.state is not None}
         if self.transactions is not None:
             if not await self._commit_in_transaction(events, ranked, letters, learned, changed):
@@ -359,7 +336,7 @@ class RecommendStage:
                     ) -> asyncio.Future[Any]:
         return await self.ctx.app.producer.send(topic, key, value, partition, None, None)
 
-    async def _commit_in_transaction(self, events: Sequence[Any], ranked: list[tuple[_User, list[Any]]],
+    async def _commit_in_transaction(self, events: Sequence[Any], ranked: list[tuple[BatchUser, list[RankedItem]]],
                                      letters: list[tuple[Any, Exception]], learned: list[CrowdEvent],
                                      changed: dict[bytes, tuple[int, UserState]]) -> bool:
         """exactly_once: the batch's records, its changed states' changelog records and the input
@@ -436,99 +413,21 @@ class RecommendStage:
 
         future.add_done_callback(done)
 
-    def _apply(self, recommender: Recommender, clicks: list[tuple[Any, Click]],
-               letters: list[tuple[Any, Exception]], learned: list[CrowdEvent]) -> list[_User]:
-        """Each user's clicks applied in order to their stored state (loaded once); what the
-        crowd learned from them goes to ``learned``."""
-        users: dict[bytes, _User] = {}
-        for event, click in clicks:
-            message = event.message
-            if message.key not in users:
-                users[message.key] = _User(key=message.key, partition=message.partition, state=None)
-        broken: dict[bytes, Exception] = {}
-        try:
-            stored = self.states.load((u.key, u.partition) for u in users.values())
-        except Exception:  # noqa: BLE001 - one undecodable state must not fail the batch
-            stored = self._load_each(users, broken)
-        for key, state in stored.items():
-            users[key].state = state
-        for event, click in clicks:
-            user = users[event.message.key]
-            if user.key in broken:
-                letters.append((event, broken[user.key]))
-                continue
-            try:
-                new = recommender.observe(user.state, click, learned)
-            except Exception as exc:  # noqa: BLE001 - a click the state cannot absorb: dead letter
-                log.exception("click at %s[%d]@%d failed", event.message.topic, event.message.partition,
-                              event.message.offset)
-                letters.append((event, exc))
-                continue
-            if new is not user.state:
-                user.state, user.changed = new, True
-            elif user.state is not None and click.ts_s > user.state.forgotten_at_s:
-                # unchanged and not fenced off by a forget: the click was applied before (a
-                # crash or rebalance re-read it); update_interest already looked for it
-                user.redelivered.add(id(event))
-            user.clicks.append((event, click))
-        return [u for u in users.values() if u.clicks]
-
-    def _load_each(self, users: dict[bytes, _User], broken: dict[bytes, Exception]) -> dict[bytes, Any]:
-        """:meth:`UserStates.load` user by user, when the batch load failed: the users whose
-        state cannot be read go into ``broken`` with the error (their clicks get dead letters)."""
-        stored: dict[bytes, Any] = {}
-        for user in users.values():
-            try:
-                stored.update(self.states.load([(user.key, user.partition)]))
-            except Exception as exc:  # noqa: BLE001
-                log.exception("state of a user on partition %d cannot be read", user.partition)
-                broken[user.key] = exc
-        return stored
-
-    def _rank(self, recommender: Recommender, users: list[_User],
-              letters: list[tuple[Any, Exception]]) -> list[tuple[_User, list[Any]]]:
-        """Every user's list in one batch; if the batch fails, user by user, so that only
-        the users whose ranking fails lose their clicks to dead letters."""
-        requests = [Request(u.state, u.state.last_ts_s if u.state is not None else time.time()) for u in users]
-        try:
-            return list(zip(users, recommender.recommend_batch(requests), strict=True))
-        except Exception:  # noqa: BLE001
-            log.exception("ranking a batch of %d users failed; ranking them one by one", len(users))
-        ranked = []
-        for user, request in zip(users, requests, strict=True):
-            try:
-                ranked.append((user, recommender.recommend_batch([request])[0]))
-            except Exception as exc:  # noqa: BLE001
-                letters.extend((event, exc) for event, _ in user.clicks)
-        return ranked
-
-    async def _produce(self, ranked: list[tuple[_User, list[Any]]], letters: list[tuple[Any, Exception]],
-                       send: Send, *, answered_before_skipped: bool = False) -> list[asyncio.Future[Any]]:
+    async def _produce(self, ranked: list[tuple[BatchUser, list[RankedItem]]],
+                       letters: list[tuple[Any, Exception]], send: Send, *,
+                       answered_before_skipped: bool = False) -> list[asyncio.Future[Any]]:
         """Hand every recommendation and dead letter of the batch to ``send``, in order; return
         the futures of their acknowledgements. Nothing is sent until the batch yields to the
         event loop, so they leave together: one produce request per broker. With
         ``answered_before_skipped``, a click whose state change was applied before gets no
         recommendation (exactly_once: it was committed with that state change)."""
-        recommender = self.recommender
-        model = recommender.catalog.model_version if recommender is not None else ""
-        models = recommender.model_versions() if recommender is not None else {}
         sends = []
         for user, items in ranked:
-            shown = [RecommendedItem(item_id=r.item_id, score=round(unit_score(r.score), 6), because=list(r.because),
-                                     source=r.source) for r in items]
-            generated_s = time.time()
-            for event, click in user.clicks:
-                message = event.message
-                if answered_before_skipped and id(event) in user.redelivered:
-                    self.ctx.metrics.clicks_answered_before.inc()
-                    continue
-                rec = Recommendation(
-                    user_id=click.user_id, items=shown,
-                    trigger=Trigger(topic=message.topic, partition=message.partition, offset=message.offset,
-                                    ts_s=click.ts_s),
-                    model=model, models=models, generated_at_s=generated_s,
-                    redelivered=id(event) in user.redelivered)
-                sends.append(await send(self.recommendations_topic, message.key, encode_json(rec), None))
+            for event, rec in recommendations(self.recommender, user, items,
+                                              answered_before_skipped=answered_before_skipped):
+                sends.append(await send(self.recommendations_topic, event.message.key, encode_json(rec), None))
+            if answered_before_skipped:
+                self.ctx.metrics.clicks_answered_before.inc(len(user.redelivered))
         for event, error in letters:  # errors other than bad records were logged where they arose
             message = event.message
             sends.append(await send(self.dead_letters_topic, message.key, self.ctx.letter(message, error), None))
@@ -556,11 +455,8 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
     topics = settings.topics
     clicks = app.topic(topics.clicks, key_type=bytes, value_type=bytes)
     control = app.topic(topics.user_control, key_type=bytes, value_type=bytes)
-    # A forget replaces a state; compaction removes the replaced ones from the changelog within
-    # the configured lag (Kafka rolls the active segment for it: KIP-354).
-    lag_ms = str(int(settings.state.changelog_compaction_lag_s * 1000))
-    table = app.Table("user-state", default=None, key_type=bytes, value_type=bytes, partitions=topics.partitions,
-                      extra_topic_configs={"max.compaction.lag.ms": lag_ms, "segment.ms": lag_ms})
+    table = app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes, partitions=topics.partitions,
+                      extra_topic_configs=state_changelog_configs(settings))
     stage = ctx.recommend_stage = RecommendStage(ctx, UserStates(table))
     crowd = ctx.crowd = CrowdShare(ctx, crowd_path, worker_name=worker_name)
     app.recstream_before_revoke = stage.drain

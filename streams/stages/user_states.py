@@ -31,6 +31,14 @@ from typing import Any
 
 from streams.interest import UserState, decode_state, encode_state
 
+#: The faust table of user states; its changelog topic is ``<app id>-user-state-changelog``.
+STATE_TABLE = "user-state"
+
+
+def changelog_topic(group: str) -> str:
+    """faust names a table's changelog ``<app id>-<table>-changelog``."""
+    return f"{group}-{STATE_TABLE}-changelog"
+
 
 class UserStates:
     """Batch reads and write-backs over the faust table ``table``."""
