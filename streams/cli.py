@@ -117,7 +117,7 @@ def cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
     from streams.replay import run_replay
 
     return asyncio.run(run_replay(_settings(args), args.group, to_timestamp_s=None if args.to_earliest else args.to_timestamp,
-                                  rebuild_state=args.rebuild_state, dry_run=args.dry_run))
+                                  rebuild_state=args.rebuild_state, dry_run=args.dry_run, progress=True))
 
 
 def cmd_bench_latency(args: argparse.Namespace) -> dict[str, Any]:
@@ -429,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="float seconds since the epoch (no default: this or --to-earliest is required)")
     target.add_argument("--to-earliest", action="store_true", help="the start of every partition")
     p.add_argument("--rebuild-state", action="store_true",
-                   help="empty the user-state changelog and local stores so replayed clicks rebuild state")
+                   help="empty the user-state changelog, crowd and local stores, then rebuild every state from "
+                        "the replayed clicks (deterministically, in one transaction that also moves the offsets on)")
     p.add_argument("--dry-run", action="store_true", help="show the offset moves, change nothing")
     _options(p, KAFKA, DATA)
     p.set_defaults(handler=cmd_replay)

@@ -5,9 +5,10 @@ offset), so a re-emitted one is recognisably the same click's (and says ``redeli
 a click still in a user's recent window is a no-op for the state (``update_interest`` is
 idempotent on replays). Clicks older than that window would be counted twice, which is what
 ``--rebuild-state`` is for: it empties the user-state changelog and the ``crowd`` topic, and
-removes this machine's local table stores and crowd snapshots, so the replayed clicks rebuild
-every state, and the crowd counts, from scratch. With ``--to-timestamp`` the rebuilt state
-holds only what happened since that time.
+removes this machine's local table stores and crowd snapshots, then rebuilds every state, and
+the crowd counts, from the replayed clicks itself (:mod:`streams.rebuild`: deterministically,
+in one transaction that also moves the offsets to where it stopped reading). With
+``--to-timestamp`` the rebuilt state holds only what happened since that time.
 
 Emptying a topic is DeleteRecords up to its end, which Kafka allows only on topics whose
 cleanup policy includes ``delete``. A changelog faust created as compact-only is deleted
@@ -22,22 +23,28 @@ would lose it.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.errors import RecstreamError
+from streams.rebuild import rebuild_states
 from streams.settings import Settings
 from streams.snapshot import CROWD_FILE
+from streams.stages.user_states import STATE_TABLE, changelog_topic
 from streams.topics import TopicUnavailable, partitions_of, topic_config
 
-STATE_TABLE = "user-state"
+T = TypeVar("T")
 
 
 class ReplayError(RecstreamError, RuntimeError):
@@ -56,13 +63,21 @@ class ReplayPlan:
         return out
 
 
-def changelog_topic(group: str) -> str:
-    """faust names a table's changelog ``<app id>-<table>-changelog``."""
-    return f"{group}-{STATE_TABLE}-changelog"
+async def _coordinated(call: Callable[[], Awaitable[T]], timeout_s: float = 30.0) -> T:
+    """``call()``, again while the group's coordinator is not there yet (a broker that just
+    started is still creating ``__consumer_offsets``): aiokafka's admin client does not retry."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await call()
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def _members(admin: AIOKafkaAdminClient, group: str) -> int:
-    [response] = await admin.describe_consumer_groups([group])
+    [response] = await _coordinated(lambda: admin.describe_consumer_groups([group]))
     for entry in response.groups:
         # (error_code, group_id, state, protocol_type, protocol, members, ...)
         if entry[1] == group:
@@ -77,17 +92,21 @@ async def _partitions(admin: AIOKafkaAdminClient, topics: list[str]) -> list[Top
         raise ReplayError(str(exc)) from None
 
 
-async def plan_replay(settings: Settings, group: str, *, to_timestamp_s: float | None) -> ReplayPlan:
-    """Where each input partition's committed offset is, and where it would go."""
+async def plan_replay(settings: Settings, group: str, *, to_timestamp_s: float | None,
+                      rebuild_state: bool = False) -> ReplayPlan:
+    """Where each input partition's committed offset is, and where it would go. A rebuild
+    leaves ``items`` where it is: it reads the vectors the encoder wrote already."""
     kafka = settings.kafka
-    topics = [settings.topics.items, settings.topics.clicks, settings.topics.user_control]
+    topics = [settings.topics.clicks, settings.topics.user_control]
+    if not rebuild_state:
+        topics.insert(0, settings.topics.items)
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await _partitions(admin, topics)
-        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        committed = await _coordinated(lambda: admin.list_consumer_group_offsets(group, partitions=tps))
         if to_timestamp_s is None:
             targets = await consumer.beginning_offsets(tps)
         else:
@@ -106,9 +125,9 @@ async def plan_replay(settings: Settings, group: str, *, to_timestamp_s: float |
 
 
 async def run_replay(settings: Settings, group: str, *, to_timestamp_s: float | None,
-                     rebuild_state: bool, dry_run: bool) -> dict[str, Any]:
+                     rebuild_state: bool, dry_run: bool, progress: bool = False) -> dict[str, Any]:
     """Plan, and unless ``dry_run`` apply, the replay; return a report."""
-    plan = await plan_replay(settings, group, to_timestamp_s=to_timestamp_s)
+    plan = await plan_replay(settings, group, to_timestamp_s=to_timestamp_s, rebuild_state=rebuild_state)
     report: dict[str, Any] = {"group": group, "dry_run": dry_run, "rebuild_state": rebuild_state,
                               "to": "earliest" if to_timestamp_s is None else to_timestamp_s,
                               "offsets": plan.report()}
@@ -131,8 +150,10 @@ async def run_replay(settings: Settings, group: str, *, to_timestamp_s: float | 
         if rebuild_state:
             try:
                 report["state"] = await _empty_changelog(admin, settings, group)
+                report["rebuild"] = await rebuild_states(settings, group, {tp: new for tp, (_, new) in plan.moves.items()},
+                                                         progress=progress)
             except Exception as exc:
-                raise ReplayError(f"the offsets of group {group!r} were moved, but emptying its state failed: {exc}. "
+                raise ReplayError(f"the offsets of group {group!r} were moved, but rebuilding its state failed: {exc}. "
                                   "Nothing else changed; run the same command again to finish") from exc
     finally:
         await admin.close()
@@ -172,9 +193,6 @@ async def _end_offsets(settings: Settings, admin: AIOKafkaAdminClient, topic: st
 async def _delete_topic(admin: AIOKafkaAdminClient, topic: str, timeout_s: float = 60.0) -> None:
     """Delete the topic and wait until the cluster no longer lists it (deletion is asynchronous:
     a worker started before it is gone would find the old records)."""
-    import asyncio
-    import time
-
     await admin.delete_topics([topic])
     deadline = time.monotonic() + timeout_s
     while topic in set(await admin.list_topics()):
