@@ -15,6 +15,7 @@ A batch, in order:
    then dead-lettered as ``unknown_item``;
 2. load each user's state once (:class:`~streams.stages.user_states.UserStates`), apply
    the user's clicks in order (``Recommender.observe``: a replayed click is a no-op);
+   steps 2 and 3 are :mod:`streams.clickbatch`, which the deterministic rebuild runs too;
 3. rank every user of the batch in one ``Recommender.recommend_batch`` (one index call for
    all their vector queries); a user's clicks in the batch share the list ranked on the state
    after their last click (each click still gets its own record, with its own ``trigger``);
@@ -26,6 +27,11 @@ At-least-once follows: faust commits only acknowledged offsets, and flushes its 
 (the changelog) before it commits. A crash re-processes the clicks since the last commit;
 their state updates are no-ops and they are answered again (duplicates downstream are
 recognisable by ``trigger``).
+
+Exactly-once (``kafka.processing_guarantee=exactly_once``): steps 4-6 become one Kafka
+transaction per batch (:mod:`streams.stages.transactions`) holding the records, the changed
+states' changelog records and the input offsets; the states are put locally after it
+commits, and a click whose state change the state already holds is not answered again.
 """
 
 from __future__ import annotations
