@@ -19,7 +19,8 @@ The rebuild reads the log itself and puts it in one order fixed by the data:
   how it was built.
 
 What it writes is one Kafka transaction, all of it or nothing: a recommendation or a dead
-letter for every click and forget of the range, the final state of every user to the
+letter for every click and forget of the range (but nothing for the clicks of a user the
+range forgets later: a rebuild does not publish a forgotten user's history again), the final state of every user to the
 state changelog, what the clicks taught the crowd to the ``crowd`` topic (workers learn it
 when they start), and the group's offsets of ``clicks`` and ``user-control`` at the end it
 read to. Workers started afterwards recover the states from the changelog and serve what
@@ -91,9 +92,11 @@ class StateRebuild:
     states: dict[bytes, tuple[int, UserState]] = field(default_factory=dict)
     crowd: list[CrowdEvent] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("clicks", "recommendations", "dead_letters", "forgets", "vectors", "bad_vectors"), 0))
+        ("clicks", "recommendations", "dead_letters", "forgets", "forgotten_clicks", "vectors", "bad_vectors"), 0))
     recommender: Recommender | None = None
     limits: RecordLimits = field(init=False)
+    #: Per user key, the time (ms) of the user's last forget in the range.
+    forgotten_at: dict[bytes, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limits = limits_of(self.settings)
@@ -101,6 +104,7 @@ class StateRebuild:
     def run(self, vectors: list[Any], controls: list[Any], clicks: list[Any], *, progress: bool = False) -> None:
         """Serve the timeline these records make (see the module's docstring)."""
         timeline = order(vectors, controls, clicks, wait_s=self.settings.recommend.unknown_item_wait_s)
+        self.forgotten_at = forgets(controls, self.limits)
         max_batch = self.settings.recommend.max_batch
         batch: list[_Event] = []
         with progress_bar(progress, len(timeline), "rebuild") as advance:
@@ -150,6 +154,13 @@ class StateRebuild:
             self.counts["forgets"] += 1
             self.states[message.key] = (message.partition, forgotten(command.user_id, message.timestamp / 1000))
 
+    def _forgotten(self, message: Any) -> bool:
+        """Whether the record is a click of a user forgotten at or after it: it is applied (the
+        state is replaced by the forget anyway, and the crowd's counts have no user in them)
+        but nothing naming the user is written again."""
+        at = self.forgotten_at.get(message.key)
+        return at is not None and message.timestamp <= at
+
     def _serve(self, batch: list[_Event]) -> None:
         recommender = self.recommender
         letters: list[tuple[Any, Exception]] = []
@@ -173,6 +184,9 @@ class StateRebuild:
                 if user.changed and user.state is not None:
                     self.states[user.key] = (user.partition, user.state)
                 for event, rec in recommendations(recommender, user, items):
+                    if self._forgotten(event.message):
+                        self.counts["forgotten_clicks"] += 1
+                        continue
                     self.records.append((self.settings.topics.recommendations, event.message.key, encode_json(rec),
                                          None))
                     self.counts["recommendations"] += 1
@@ -190,6 +204,9 @@ class StateRebuild:
         return found
 
     def _letter(self, message: Any, error: Exception) -> None:
+        if self._forgotten(message):
+            self.counts["forgotten_clicks"] += 1
+            return
         letter = dead_letter(topic=message.topic, partition=message.partition, offset=message.offset,
                              raw=message.value, error=error)
         self.records.append((self.settings.topics.dead_letters, message.key, encode_json(letter), None))
@@ -228,6 +245,20 @@ def order(vectors: list[Any], controls: list[Any], clicks: list[Any], *, wait_s:
         keyed.append(((at, CLICK, *_position(message)[1:]), CLICK, message))
     keyed.sort(key=lambda k: k[0])
     return [(kind, message) for _, kind, message in keyed]
+
+
+def forgets(controls: list[Any], limits: RecordLimits) -> dict[bytes, int]:
+    """Per user key, the Kafka time of the user's last valid forget among ``controls``."""
+    at: dict[bytes, int] = {}
+    for message in controls:
+        try:
+            command = decode_control(message.value, limits=limits)
+            check_key(message.key, command.user_id, "user_id", required=True)
+        except Exception:  # noqa: BLE001 - a bad control record forgets no one (it gets its dead letter)
+            continue
+        if command.op == "forget":
+            at[message.key] = max(message.timestamp, at.get(message.key, message.timestamp))
+    return at
 
 
 def _position(message: Any) -> tuple[int, str, int, int]:

@@ -139,16 +139,18 @@ def test_replay_refuses_while_workers_are_running(kafka_settings: KafkaSettings,
 
 # --------------------------------------------------------------------------- deterministic rebuild
 
-def _produce_log(kafka: KafkaSettings, topics: TopicSettings) -> tuple[int, set[tuple[int, int]]]:
-    """Item vectors in three clusters, 400 clicks of 25 users (some bad), a forget; return
-    the number of clicks and the positions of the bad ones."""
+def _produce_log(kafka: KafkaSettings, topics: TopicSettings
+                 ) -> tuple[int, set[tuple[int, int]], set[tuple[int, int]]]:
+    """Item vectors in three clusters, 400 clicks of 25 users (some bad), a forget of user-3
+    halfway; return the number of clicks, the positions of the bad ones and those of user-3's
+    clicks up to the forget."""
     from streams.records import ItemVector, encode_item_vector
 
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(3, 16))
     items = [f"i{n}" for n in range(60)]
 
-    async def run() -> tuple[int, set[tuple[int, int]]]:
+    async def run() -> tuple[int, set[tuple[int, int]], set[tuple[int, int]]]:
         await ensure_topics(kafka, topics)
         producer = AIOKafkaProducer(**kafka.producer_kwargs(), acks="all")
         await producer.start()
@@ -159,6 +161,7 @@ def _produce_log(kafka: KafkaSettings, topics: TopicSettings) -> tuple[int, set[
                 await producer.send_and_wait(topics.item_vectors, encode_item_vector(record), key=item.encode(),
                                              timestamp_ms=BASE_MS + n)
             bad: set[tuple[int, int]] = set()
+            forgotten: set[tuple[int, int]] = set()
             for n in range(400):
                 user = f"user-{int(rng.integers(0, 25))}"
                 ts_ms = BASE_MS + 10_000 + n * 50
@@ -178,7 +181,9 @@ def _produce_log(kafka: KafkaSettings, topics: TopicSettings) -> tuple[int, set[
                 meta = await producer.send_and_wait(topics.clicks, value, key=user.encode(), timestamp_ms=ts_ms)
                 if item == "no-such" or value == b"not json":
                     bad.add((meta.partition, meta.offset))
-            return 400, bad
+                if user == "user-3" and n <= 200:
+                    forgotten.add((meta.partition, meta.offset))
+            return 400, bad, forgotten
         finally:
             await producer.stop()
 
@@ -222,11 +227,11 @@ def _committed_records(kafka: KafkaSettings, topic: str) -> list:
 def test_two_rebuilds_give_the_same_recommendations(kafka_settings: KafkaSettings, topic_settings: TopicSettings,
                                                      tmp_path: Path) -> None:
     """Two ``replay --rebuild-state`` runs over the same log, each in its own process: every
-    click answered once per rebuild (a recommendation, or a dead letter for a bad one), the
-    same lists (ids and order) click for click, one state per user in the changelog, and the
-    group's offsets at the end of what was read."""
+    click answered once per rebuild (a recommendation, or a dead letter for a bad one; nothing
+    for the clicks of a user forgotten later), the same lists (ids and order) click for click,
+    one state per user in the changelog, and the group's offsets at the end of what was read."""
     group = f"rebuild-{uuid.uuid4().hex[:6]}"
-    n_clicks, bad = _produce_log(kafka_settings, topic_settings)
+    n_clicks, bad, forgotten = _produce_log(kafka_settings, topic_settings)
     reports = [_replay_cli(kafka_settings, topic_settings, group, tmp_path) for _ in range(2)]
     assert reports[0]["rebuild"]["clicks"] == n_clicks and reports[0]["rebuild"]["forgets"] == 1
     recs = [json.loads(m.value) for m in _committed_records(kafka_settings, topic_settings.recommendations)]
@@ -237,9 +242,12 @@ def test_two_rebuilds_give_the_same_recommendations(kafka_settings: KafkaSetting
         run = runs[0] if trigger not in runs[0] else runs[1]
         assert trigger not in run, f"click {trigger} answered twice in one rebuild"
         run[trigger] = [item["item_id"] for item in rec["items"]]
-    assert len(runs[0]) == n_clicks - len(bad) == reports[0]["rebuild"]["recommendations"]
-    assert {(d["source"]["partition"], d["source"]["offset"]) for d in letters} == bad
-    assert len(letters) == 2 * len(bad)
+    assert set(runs[0]) == set(runs[1])
+    assert len(runs[0]) == n_clicks - len(bad | forgotten) == reports[0]["rebuild"]["recommendations"]
+    assert {(d["source"]["partition"], d["source"]["offset"]) for d in letters} == bad - forgotten
+    assert len(letters) == 2 * len(bad - forgotten)
+    assert reports[0]["rebuild"]["forgotten_clicks"] == len(forgotten) > 0  # nothing names them again
+    assert not [t for t in runs[0] if t in forgotten]
     differ = [t for t in runs[0] if runs[0][t] != runs[1].get(t)]
     assert not differ, f"{len(differ)} of {len(runs[0])} lists differ between the rebuilds, e.g. {differ[:3]}"
     assert any(items for items in runs[0].values()), "the rebuild ranked something"
@@ -250,11 +258,13 @@ def test_two_rebuilds_give_the_same_recommendations(kafka_settings: KafkaSetting
     ends = asyncio.run(_end_offsets(kafka_settings, [TopicPartition(topic_settings.clicks, p)
                                                      for p in range(topic_settings.partitions)]))
     assert asyncio.run(_committed(kafka_settings, group, tp, expected=ends[tp])) == ends[tp]
-    _a_worker_serves_on_from_the_rebuilt_states(kafka_settings, topic_settings, group, tmp_path, changelog, len(recs))
+    _a_worker_serves_on_from_the_rebuilt_states(kafka_settings, topic_settings, group, tmp_path, changelog, len(recs),
+                                                set(runs[0]))
 
 
 def _a_worker_serves_on_from_the_rebuilt_states(kafka: KafkaSettings, topics: TopicSettings, group: str,
-                                                data_dir: Path, changelog: list, answered: int) -> None:
+                                                data_dir: Path, changelog: list, answered: int,
+                                                triggers: set[tuple[int, int]]) -> None:
     """A worker started after the rebuild recovers the states from the changelog (which ends in
     the rebuild's transaction markers), answers no replayed click again, and serves a new
     click from the user's rebuilt state (none of the user's items offered again)."""
@@ -291,7 +301,9 @@ def _a_worker_serves_on_from_the_rebuilt_states(kafka: KafkaSettings, topics: To
         while len(recs := _committed_records(kafka, topics.recommendations)) <= answered:
             assert time.monotonic() < deadline, "the new click was not answered"
             time.sleep(0.5)
-        [new] = [json.loads(m.value) for m in recs[answered:]]  # the new click's, and no replayed one
+        assert len(recs) == answered + 1, "a replayed click was answered again"
+        [new] = [rec for m in recs
+                 if ((rec := json.loads(m.value))["trigger"]["partition"], rec["trigger"]["offset"]) not in triggers]
         assert new["user_id"] == "user-5" and new["items"]
         assert not clicked & {item["item_id"] for item in new["items"]}, "an item the user clicked was offered"
     finally:
