@@ -751,15 +751,25 @@ def _clicks_with_bad_ones(items: list[str], n_clicks: int = 3000) -> tuple[list[
     return clicks, bad
 
 
-def _kill_under_load(pipe: Pipeline, clicks: list[tuple[str, bytes]]) -> list[tuple[int, int]]:
-    """Stream ``clicks`` at 400/s, SIGKILL the worker 4 s in, restart it; the clicks' positions."""
+def _killed_under_load(pipe: Pipeline) -> tuple[list[tuple[int, int]], set[int], dict[tuple[int, int], list[dict]],
+                                                dict[tuple[int, int], int]]:
+    """Items, then 3000 clicks at 400/s (some bad) with a SIGKILL 4 s in and a restart; checks
+    that every valid click got a recommendation and input = recommendations + dead letters.
+    Returns the clicks' positions, the bad ones' indices, the answers and dead letters."""
+    pipe.start_worker()
+    pipe.items(_topic_items())
+    clicks, bad = _clicks_with_bad_ones(list(_topic_items()))
     killer = threading.Timer(4.0, pipe.worker.kill)
     killer.start()
     positions = _stream_clicks(pipe, clicks, rate=400.0)
     killer.join()
     pipe.worker.wait(30)
     pipe.start_worker()
-    return positions
+    recs, letters = _answers(pipe, len(clicks))
+    good = [p for n, p in enumerate(positions) if n not in bad]
+    assert not [p for p in good if p not in recs], "a valid click got no recommendation"
+    assert set(recs) | set(letters) == set(positions), "input = recommendations + dead letters"
+    return positions, bad, recs, letters
 
 
 def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
@@ -768,16 +778,9 @@ def test_a_worker_killed_under_load_loses_no_click(kafka_broker: LocalBroker,
     click gets at least one recommendation, every bad one a dead letter, and input =
     recommendations + dead letters (duplicates allowed: at-least-once)."""
     pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("killed"))
-    pipe.start_worker()
     try:
-        pipe.items(_topic_items())
-        clicks, bad = _clicks_with_bad_ones(list(_topic_items()))
-        positions = _kill_under_load(pipe, clicks)
-        recs, letters = _answers(pipe, len(clicks))
-        good = [p for n, p in enumerate(positions) if n not in bad]
-        assert not [p for p in good if p not in recs], "a valid click got no recommendation"
+        positions, bad, recs, letters = _killed_under_load(pipe)
         assert all(p in letters for n, p in enumerate(positions) if n in bad), "a bad click got no dead letter"
-        assert set(recs) | set(letters) == set(positions), "input = recommendations + dead letters"
         duplicates = sum(len(r) - 1 for r in recs.values())
         marked = sum(r["redelivered"] for rs in recs.values() for r in rs[1:])
         print(f"{len(positions)} clicks, {duplicates} answered again after the kill, {marked} marked redelivered")
@@ -794,15 +797,8 @@ def test_exactly_once_a_killed_worker_answers_every_click_once(kafka_broker: Loc
     every valid click has exactly one recommendation and every bad one exactly one dead
     letter; what the killed worker had not committed was aborted, not delivered."""
     pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("killed-eos"), guarantee="exactly_once")
-    pipe.start_worker()
     try:
-        pipe.items(_topic_items())
-        clicks, bad = _clicks_with_bad_ones(list(_topic_items()))
-        positions = _kill_under_load(pipe, clicks)
-        recs, letters = _answers(pipe, len(clicks))
-        good = [p for n, p in enumerate(positions) if n not in bad]
-        assert not [p for p in good if p not in recs], "a valid click got no recommendation"
-        assert set(recs) | set(letters) == set(positions), "input = recommendations + dead letters"
+        positions, bad, recs, letters = _killed_under_load(pipe)
         twice = sorted(p for p, r in recs.items() if len(r) > 1)
         assert not twice, f"clicks answered twice (partition, offset): {twice[:10]}"
         assert not [p for p, n in letters.items() if n > 1], "a dead letter sent twice"
