@@ -7,10 +7,12 @@ crowd's counts (co-visitation, trending) and the learned ranker see the clicks i
 The rebuild reads the log itself and puts it in one order fixed by the data:
 
 - every record of the replayed range of ``clicks`` and ``user-control``, and the whole
-  ``item-vectors`` topic, sorted by Kafka timestamp (then vectors before forgets before
-  clicks, then topic, partition, offset);
-- a click that overtook its item's vector by less than ``recommend.unknown_item_wait_s``
-  takes its place right after that vector, as a worker holds such a click for its item;
+  ``item-vectors`` topic, sorted by Kafka timestamp (then vectors before clicks before
+  forgets, then topic, partition, offset);
+- an item's first vector left counts from the first sign of the item: that vector's time,
+  the item's ``created_at``, or the first click on it, whichever is earliest. The topic is
+  compacted, so an item encoded again later (a new model) keeps only its newest vector, and
+  a click may have overtaken its item (a worker holds such a click for it);
 - clicks are served in batches of ``recommend.max_batch`` through the click path's own code
   (:mod:`streams.clickbatch`, what the recommend stage runs); a vector or a forget closes
   the batch before it; the learned ranker is refit as soon as it is due; the sequence model
@@ -18,10 +20,10 @@ The rebuild reads the log itself and puts it in one order fixed by the data:
 - items are searched exactly (the in-memory index): an HNSW graph's answers can depend on
   how it was built.
 
-What it writes is one Kafka transaction, all of it or nothing: a recommendation or a dead
-letter for every click and forget of the range (but nothing for the clicks of a user the
-range forgets later: a rebuild does not publish a forgotten user's history again), the final state of every user to the
-state changelog, what the clicks taught the crowd to the ``crowd`` topic (workers learn it
+What it writes is one Kafka transaction, all of it or nothing: a recommendation for every
+click of the range and a dead letter for every bad record (but nothing for the clicks of a
+user the range forgets later: a rebuild does not publish a forgotten user's history again),
+the final state of every user to the state changelog, what the clicks taught the crowd to the ``crowd`` topic (workers learn it
 when they start), and the group's offsets of ``clicks`` and ``user-control`` at the end it
 read to. Workers started afterwards recover the states from the changelog and serve what
 came after. The whole range is held in memory (a few hundred bytes a record).
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -54,6 +55,7 @@ from streams.records import (
     dead_letter,
     decode_click,
     decode_control,
+    decode_item_vector,
     encode_json,
 )
 from streams.sequence import SequenceWatch
@@ -66,8 +68,9 @@ from streams.topics import state_changelog_configs, wait_for_partitions
 
 log = logging.getLogger(__name__)
 
-#: At the same timestamp: an item's vector, then forgets, then clicks.
-VECTOR, CONTROL, CLICK = 0, 1, 2
+#: At the same timestamp: an item's vector, then clicks, then forgets (a click and a forget
+#: at one time: the click is applied, then forgotten).
+VECTOR, CLICK, CONTROL = 0, 1, 2
 #: The longest a rebuild's single transaction may stay open (Kafka's transaction.max.timeout.ms default).
 TRANSACTION_TIMEOUT_MS = 900_000
 READ_TIMEOUT_S = 120.0
@@ -103,7 +106,7 @@ class StateRebuild:
 
     def run(self, vectors: list[Any], controls: list[Any], clicks: list[Any], *, progress: bool = False) -> None:
         """Serve the timeline these records make (see the module's docstring)."""
-        timeline = order(vectors, controls, clicks, wait_s=self.settings.recommend.unknown_item_wait_s)
+        timeline = order(vectors, controls, clicks)
         self.forgotten_at = forgets(controls, self.limits)
         max_batch = self.settings.recommend.max_batch
         batch: list[_Event] = []
@@ -218,33 +221,41 @@ class StateRebuild:
         return [(topic, key, encode_state(state), partition) for key, (partition, state) in self.states.items()]
 
     def crowd_records(self) -> list[tuple[str, bytes | None, bytes, int | None]]:
-        origin = f"rebuild-{uuid.uuid4().hex[:12]}".encode()
+        origin = b"rebuild"  # no worker's: every worker learns these
         return [(self.settings.topics.crowd, origin, raw, None) for raw in encode_events(self.crowd)]
 
 
-def order(vectors: list[Any], controls: list[Any], clicks: list[Any], *, wait_s: float) -> list[tuple[int, Any]]:
+def order(vectors: list[Any], controls: list[Any], clicks: list[Any]) -> list[tuple[int, Any]]:
     """The records in the rebuild's order, as ``(kind, record)`` (see the module's docstring)."""
-    arrival: dict[str, int] = {}  # item id -> timestamp of its first vector
-    for message in sorted(vectors, key=_position):
-        if message.value is not None and message.key is not None:
-            arrival.setdefault(message.key.decode("utf-8", "replace"), message.timestamp)
-    wait_ms = wait_s * 1000
-    keyed: list[tuple[tuple[int, int, str, int, int], int, Any]] = []
-    for message in vectors:
-        keyed.append(((message.timestamp, VECTOR, *_position(message)[1:]), VECTOR, message))
-    for message in controls:
-        keyed.append(((message.timestamp, CONTROL, *_position(message)[1:]), CONTROL, message))
+    first_click: dict[str, int] = {}  # item id -> the time of the first click on it
     for message in clicks:
-        at = message.timestamp
         try:
-            came = arrival.get(decode_click(message.value, now_s=at / 1000).item_id)
-        except Exception:  # noqa: BLE001 - served (and dead-lettered) at its own time
-            came = None
-        if came is not None and at < came <= at + wait_ms:
-            at = came  # held for its item: served right after the item's vector
-        keyed.append(((at, CLICK, *_position(message)[1:]), CLICK, message))
+            item = decode_click(message.value, now_s=message.timestamp / 1000).item_id
+        except Exception:  # noqa: BLE001 - a bad click proves nothing (it gets its dead letter)
+            continue
+        first_click[item] = min(message.timestamp, first_click.get(item, message.timestamp))
+    keyed: list[tuple[tuple[int, int, str, int, int], int, Any]] = []
+    described: set[str] = set()
+    for message in sorted(vectors, key=_position):
+        at = message.timestamp
+        if message.value is not None and message.key is not None:
+            item = message.key.decode("utf-8", "replace")
+            if item not in described:  # its first vector left: there from the first sign of the item
+                described.add(item)
+                at = min(at, first_click.get(item, at), _created_ms(message, at))
+        keyed.append(((at, VECTOR, *_position(message)[1:]), VECTOR, message))
+    keyed.extend(((m.timestamp, CLICK, *_position(m)[1:]), CLICK, m) for m in clicks)
+    keyed.extend(((m.timestamp, CONTROL, *_position(m)[1:]), CONTROL, m) for m in controls)
     keyed.sort(key=lambda k: k[0])
     return [(kind, message) for _, kind, message in keyed]
+
+
+def _created_ms(message: Any, default: int) -> int:
+    try:
+        created_s = decode_item_vector(message.value).created_at_s
+    except RecordDecodeError:
+        return default
+    return int(created_s * 1000) if created_s is not None else default
 
 
 def forgets(controls: list[Any], limits: RecordLimits) -> dict[bytes, int]:
@@ -270,7 +281,9 @@ async def read_ranges(settings: Settings, ranges: dict[TopicPartition, tuple[int
     todo = {tp: (start, end) for tp, (start, end) in ranges.items() if start < end}
     if not todo:
         return []
-    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False)
+    # earliest: a start that retention removed meanwhile reads from what is left, never from the end
+    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign(list(todo))
@@ -280,10 +293,11 @@ async def read_ranges(settings: Settings, ranges: dict[TopicPartition, tuple[int
         deadline = time.monotonic() + READ_TIMEOUT_S
         while todo:
             if time.monotonic() > deadline:
-                raise RebuildError(f"could not read {sorted(todo)} to their end in {READ_TIMEOUT_S:g} s")
+                raise RebuildError(f"nothing of {sorted(todo)} could be read for {READ_TIMEOUT_S:g} s")
             for tp, messages in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                if tp in todo:
+                if tp in todo and messages:
                     out.extend(m for m in messages if m.offset < todo[tp][1])
+                    deadline = time.monotonic() + READ_TIMEOUT_S  # it moves on
             for tp in [tp for tp in todo if await consumer.position(tp) >= todo[tp][1]]:
                 del todo[tp]
         return out

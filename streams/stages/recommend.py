@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +90,9 @@ class RecommendStage:
         #: the input offset the last one committed (since partitions were last assigned).
         self.transactions: BatchTransactions | None = None
         self._committed: dict[tuple[str, int], int] = {}
+        self._failed = False  # a transaction failed: the worker is stopping, nothing more is served
+        #: Batches taken and waiting for their turn (the queue's, or held clicks released).
+        self._waiting: dict[int, Sequence[Any]] = {}
 
     # ------------------------------------------------------------------ recommender
 
@@ -156,21 +160,33 @@ class RecommendStage:
                 await self.transactions.stop()
 
     async def _serve_one_at_a_time(self, events: Sequence[Any], *, hold: bool) -> None:
-        async with self._one_batch:
-            self._busy = True
-            self._serving = events
-            try:
-                await self.serve(events, hold=hold)
-            finally:
-                self._busy = False
-                self._serving = ()
+        # Taken from the queue (or released) but not served yet: no commit may pass them.
+        self._waiting[id(events)] = events
+        try:
+            async with self._one_batch:
+                del self._waiting[id(events)]
+                self._busy = True
+                self._serving = events
+                try:
+                    await self.serve(events, hold=hold)
+                finally:
+                    self._busy = False
+                    self._serving = ()
+        finally:
+            self._waiting.pop(id(events), None)
 
     async def forget(self, key: bytes, partition: int, user_id: str, at_s: float) -> None:
         """Replace the user's state with :func:`~streams.interest.forgotten` (locally and in
         the changelog, where it supersedes every earlier state once compacted). Between batches:
         a batch that loaded the user's state must not write it back over the forget."""
         async with self._one_batch:
-            self.states.write({key: (partition, forgotten(user_id, at_s))})
+            changed = {key: (partition, forgotten(user_id, at_s))}
+            if self.transactions is not None:
+                # in a transaction too, so that it lands in the changelog in order with the
+                # batches' records (faust's producer would send it beside them, in any order)
+                await self._commit_in_transaction([], [], [], [], changed)
+            else:
+                self.states.write(changed)
 
     # ------------------------------------------------------------------ clicks that overtook their item
 
@@ -221,6 +237,8 @@ class RecommendStage:
         floors: dict[Any, int] = {}
         events = [event for _, event, _ in self._held]
         events.extend(self._serving)
+        for waiting in self._waiting.values():
+            events.extend(waiting)
         for batch in self._pending.values():
             events.extend(batch)
         for event in events:
@@ -279,7 +297,7 @@ class RecommendStage:
     async def serve(self, events: Sequence[Any], *, hold: bool = True) -> None:
         """Serve one batch of click events; never raises for a bad click. With ``hold``, a click
         on an item not indexed yet is held for it (:meth:`_hold`) instead of dead-lettered."""
-        if not events:
+        if not events or self._failed:
             return
         received_s = time.time()
         ctx = self.ctx
@@ -319,7 +337,7 @@ class RecommendStage:
         changed = {u.key: (u.partition, u.state) for u, _ in ranked if u.changed and u.state is not None}
         if self.transactions is not None:
             if not await self._commit_in_transaction(events, ranked, letters, learned, changed):
-                return
+                return  # the worker is stopping; the batch is read again by whoever serves on
         else:
             acks = await self._produce(ranked, letters, self._send)
             if ctx.crowd is not None:
@@ -368,6 +386,7 @@ class RecommendStage:
                 logged = []
         except Exception as exc:  # noqa: BLE001 - nothing of the batch is visible; its successor serves it
             log.error("the transaction of a batch of %d clicks failed, stopping: %r", len(events), exc)
+            self._failed = True  # no later batch may commit past these clicks
             await txn.abort()
             await self.ctx.app.crash(exc)
             return False
@@ -385,9 +404,11 @@ class RecommendStage:
 
     def _committable(self) -> dict[tuple[str, int], int]:
         """Per partition served since the last commit, the next offset to read: one past the
-        last click served, or the oldest click still held for its item."""
+        last click taken, or the oldest click still held for its item or taken in a batch
+        that waits for its turn (the batch being committed answers all of its own)."""
         held: dict[tuple[str, int], int] = {}
-        for _, event, _ in self._held:
+        waiting = [event for batch in self._waiting.values() for event in batch]
+        for event in [*(event for _, event, _ in self._held), *waiting]:
             tp = (event.message.topic, event.message.partition)
             held[tp] = min(event.message.offset, held.get(tp, event.message.offset))
         offsets = {}
@@ -468,9 +489,10 @@ def register(ctx: WorkerContext, *, crowd_path: Path, worker_name: str) -> None:
     app.recstream_before_revoke = stage.drain
     app.recstream_unanswered = stage.unanswered
     if settings.kafka.exactly_once:
-        # faust's consumer group is its app id; the worker's name is stable across its restarts
-        stage.transactions = BatchTransactions(settings.kafka, transactional_id=f"{app.conf.id}-recommend-{worker_name}",
-                                               group_id=app.conf.id)
+        # faust's consumer group is its app id; host and worker name are stable across restarts
+        stage.transactions = BatchTransactions(
+            settings.kafka, transactional_id=f"{app.conf.id}-recommend-{socket.gethostname()}-{worker_name}",
+            group_id=app.conf.id)
         app.recstream_transactional_topics = frozenset({topics.clicks})
 
     @app.task

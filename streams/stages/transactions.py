@@ -16,9 +16,10 @@ it is known to duplicate after a kill (faust-streaming/faust#517) and to crash a
 (#440). aiokafka's transactional producer is the maintained piece underneath; this module
 only gives it a batch's shape.
 
-Fencing. The transactional id is the worker's name (stable across restarts: the StatefulSet
-pod name in ``deploy/``), so a restarted worker aborts its predecessor's open transaction
-when it starts. When another worker takes the partitions over, that transaction is aborted
+Fencing. The transactional id is the app id, the host name and the worker's name (stable
+across restarts: the StatefulSet pod name in ``deploy/``; unique among live workers, even
+when several hosts keep the default ``--name``), so a restarted worker aborts its
+predecessor's open transaction when it starts. When another worker takes the partitions over, that transaction is aborted
 by the broker after ``kafka.transaction_timeout_s``. A worker that lost its group membership
 while still running (a long pause) is not fenced by the group generation: aiokafka commits
 offsets in transactions without it (KIP-447 is not implemented there).

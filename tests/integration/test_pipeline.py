@@ -808,8 +808,25 @@ def test_exactly_once_a_killed_worker_answers_every_click_once(kafka_broker: Loc
         skipped = pipe.metric("recstream_clicks_answered_before_total")
         print(f"{len(positions)} clicks: {len(recs)} recommendations committed, {uncommitted} records in the "
               f"topic read uncommitted; {skipped:.0f} clicks read again after the kill were answered before")
+        _a_forget_is_committed_last(pipe, b"u7")
     finally:
         pipe.stop_worker()
+
+
+def _a_forget_is_committed_last(pipe: Pipeline, user: bytes) -> None:
+    """exactly_once: a forget's changelog record is written in a transaction too, after the
+    user's earlier states (read committed, the user's last changelog record is the fence)."""
+    from streams.interest import decode_state
+
+    pipe.produce(pipe.topics.user_control, [(user, json.dumps({"user_id": user.decode(), "op": "forget"}).encode())])
+    pipe.wait_for(lambda: pipe.metric("recstream_users_forgotten_total") >= 1, what="forget applied")
+    changelog = f"{pipe.env['RECSTREAM_APP_ID']}-user-state-changelog"
+
+    def fenced(messages: list[Any]) -> bool:
+        last = [m for m in messages if m.key == user]
+        return bool(last) and decode_state(last[-1].value).clicks == 0
+
+    pipe.read(changelog, fenced)
 
 
 def test_a_second_worker_joins_mid_stream(kafka_broker: LocalBroker,
