@@ -24,7 +24,8 @@ from streams.settings import KafkaSettings, Settings, TopicSettings
 from streams.topics import ensure_topics, wait_for_partitions
 
 pytestmark = pytest.mark.integration
-BASE_MS = 1_700_000_000_000
+#: An hour ago: records far older would be deleted by the topics' retention mid-test.
+BASE_MS = int(time.time() * 1000) - 3_600_000
 
 
 async def _setup(kafka: KafkaSettings, topics: TopicSettings, group: str) -> None:
@@ -293,7 +294,7 @@ def _a_worker_serves_on_from_the_rebuilt_states(kafka: KafkaSettings, topics: To
             await producer.start()
             try:
                 await producer.send_and_wait(topics.clicks, json.dumps(
-                    {"user_id": "user-5", "item_id": "i1", "ts": BASE_MS / 1000 + 100_000}).encode(), key=user)
+                    {"user_id": "user-5", "item_id": "i1", "ts": BASE_MS / 1000 + 3_000}).encode(), key=user)
             finally:
                 await producer.stop()
 
