@@ -60,9 +60,10 @@ class KafkaSettings(_Section):
     processing_guarantee: ProcessingGuarantee = Field(
         "at_least_once",
         description="exactly_once: each batch of clicks is served in one Kafka transaction (its recommendations, "
-                    "dead letters, crowd lessons, state changelog records and input offsets together), and every "
-                    "recstream consumer reads committed records only. Costs a transaction per batch (tens of ms "
-                    "on Apache Kafka with aiokafka); subscribers must read with isolation.level=read_committed.",
+                    "dead letters, crowd lessons, state changelog records and input offsets together); a click read "
+                    "again after a crash is not answered twice. Costs a transaction per batch (tens of ms on Apache "
+                    "Kafka with aiokafka); subscribers must read with isolation.level=read_committed (recstream's "
+                    "own consumers always do).",
     )
     transaction_timeout_s: float = Field(
         10.0, gt=0, le=900,
@@ -128,9 +129,10 @@ class KafkaSettings(_Section):
 
     @property
     def isolation_level(self) -> str:
-        """What recstream's consumers read: with exactly_once, never a record of a transaction
-        that was aborted (a crashed worker's half-served batch) or is still open."""
-        return "read_committed" if self.exactly_once else "read_uncommitted"
+        """What recstream's consumers read, in every mode: never a record of a transaction that
+        was aborted (a crashed exactly_once worker's half-served batch, a failed rebuild) or is
+        still open. Records written outside transactions read the same either way."""
+        return "read_committed"
 
     def consumer_kwargs(self) -> dict[str, Any]:
         return {**self.client_kwargs(), "fetch_max_wait_ms": self.fetch_max_wait_ms,

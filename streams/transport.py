@@ -46,8 +46,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # so setting it before start() is equivalent to passing it to the constructor,
         # which faust does not let us do.
         consumer._fetch_max_wait_ms = kafka.fetch_max_wait_ms
-        # The same consumer recovers the tables from their changelogs: with exactly_once,
-        # an aborted batch's state records must not be read back (nor its crowd lessons).
+        # The same consumer recovers the tables from their changelogs: the state records of an
+        # aborted transaction (an exactly_once batch, a failed rebuild) must not be read back.
         consumer._isolation_level = kafka.isolation_level
         return consumer
 
