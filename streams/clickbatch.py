@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.interest import UserState
 from streams.ranking import RankedItem, unit_score
@@ -116,12 +116,23 @@ def rank_users(recommender: Recommender, users: list[BatchUser], letters: list[t
     return ranked
 
 
-def recommendations(recommender: Recommender | None, user: BatchUser, items: list[RankedItem], *,
+class Versions(NamedTuple):
+    """The model versions a batch's records name (read once per batch)."""
+
+    encoder: str
+    models: dict[str, str]
+
+    @classmethod
+    def of(cls, recommender: Recommender | None) -> Versions:
+        if recommender is None:
+            return cls("", {})
+        return cls(recommender.catalog.model_version, recommender.model_versions())
+
+
+def recommendations(versions: Versions, user: BatchUser, items: list[RankedItem], *,
                     answered_before_skipped: bool = False) -> Iterator[tuple[Any, Recommendation]]:
     """The record of each of the user's clicks (all share the list; each names its own
     trigger). With ``answered_before_skipped``, none for a click applied before."""
-    model = recommender.catalog.model_version if recommender is not None else ""
-    models = recommender.model_versions() if recommender is not None else {}
     shown = [RecommendedItem(item_id=r.item_id, score=round(unit_score(r.score), 6), because=list(r.because),
                              source=r.source) for r in items]
     generated_s = time.time()
@@ -132,4 +143,5 @@ def recommendations(recommender: Recommender | None, user: BatchUser, items: lis
         yield event, Recommendation(
             user_id=click.user_id, items=shown,
             trigger=Trigger(topic=message.topic, partition=message.partition, offset=message.offset, ts_s=click.ts_s),
-            model=model, models=models, generated_at_s=generated_s, redelivered=id(event) in user.redelivered)
+            model=versions.encoder, models=versions.models, generated_at_s=generated_s,
+            redelivered=id(event) in user.redelivered)

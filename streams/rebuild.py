@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.catalog import ItemCatalog
-from streams.clickbatch import apply_clicks, rank_users, read_click, recommendations
+from streams.clickbatch import Versions, apply_clicks, rank_users, read_click, recommendations
 from streams.errors import RecstreamError
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState, encode_state, forgotten
@@ -64,7 +64,7 @@ from streams.stages.context import limits_of
 from streams.stages.crowd import encode_events
 from streams.stages.index_replica import fold_item_vectors
 from streams.stages.user_states import changelog_topic
-from streams.topics import state_changelog_configs, wait_for_partitions
+from streams.topics import read_ranges, state_changelog_configs, wait_for_partitions
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ log = logging.getLogger(__name__)
 VECTOR, CLICK, CONTROL = 0, 1, 2
 #: The longest a rebuild's single transaction may stay open (Kafka's transaction.max.timeout.ms default).
 TRANSACTION_TIMEOUT_MS = 900_000
-READ_TIMEOUT_S = 120.0
 
 
 class RebuildError(RecstreamError, RuntimeError):
@@ -183,10 +182,11 @@ class StateRebuild:
         if recommender is not None and clicks:
             learned: list[CrowdEvent] = []
             users = apply_clicks(recommender, clicks, self._load, letters, learned)
+            versions = Versions.of(recommender)
             for user, items in rank_users(recommender, users, letters):
                 if user.changed and user.state is not None:
                     self.states[user.key] = (user.partition, user.state)
-                for event, rec in recommendations(recommender, user, items):
+                for event, rec in recommendations(versions, user, items):
                     if self._forgotten(event.message):
                         self.counts["forgotten_clicks"] += 1
                         continue
@@ -276,35 +276,6 @@ def _position(message: Any) -> tuple[int, str, int, int]:
     return message.timestamp, message.topic, message.partition, message.offset
 
 
-async def read_ranges(settings: Settings, ranges: dict[TopicPartition, tuple[int, int]]) -> list[Any]:
-    """Every record of each partition from ``start`` up to (not including) ``end``."""
-    todo = {tp: (start, end) for tp, (start, end) in ranges.items() if start < end}
-    if not todo:
-        return []
-    # earliest: a start that retention removed meanwhile reads from what is left, never from the end
-    consumer = AIOKafkaConsumer(**settings.kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(list(todo))
-        for tp, (start, _) in todo.items():
-            consumer.seek(tp, start)
-        out: list[Any] = []
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while todo:
-            if time.monotonic() > deadline:
-                raise RebuildError(f"nothing of {sorted(todo)} could be read for {READ_TIMEOUT_S:g} s")
-            for tp, messages in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                if tp in todo and messages:
-                    out.extend(m for m in messages if m.offset < todo[tp][1])
-                    deadline = time.monotonic() + READ_TIMEOUT_S  # it moves on
-            for tp in [tp for tp in todo if await consumer.position(tp) >= todo[tp][1]]:
-                del todo[tp]
-        return out
-    finally:
-        await consumer.stop()
-
-
 async def rebuild_states(settings: Settings, group: str, starts: dict[TopicPartition, int], *,
                          progress: bool = False) -> dict[str, Any]:
     """Rebuild from ``starts`` (clicks and user-control partitions) to their current ends, and
@@ -320,8 +291,15 @@ async def rebuild_states(settings: Settings, group: str, starts: dict[TopicParti
         firsts = await probe.beginning_offsets(vector_tps)
     finally:
         await probe.stop()
-    vectors = await read_ranges(settings, {tp: (firsts[tp], ends[tp]) for tp in vector_tps})
-    inputs = await read_ranges(settings, {tp: (start, ends[tp]) for tp, start in starts.items()})
+    # earliest: a start that retention removed meanwhile reads from what is left, never from the end
+    reader = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False,
+                              auto_offset_reset="earliest")
+    await reader.start()
+    try:
+        vectors = await read_ranges(reader, {tp: (firsts[tp], ends[tp]) for tp in vector_tps})
+        inputs = await read_ranges(reader, {tp: (start, ends[tp]) for tp, start in starts.items()})
+    finally:
+        await reader.stop()
     rebuild = StateRebuild(settings)
     rebuild.run(vectors, [m for m in inputs if m.topic == topics.user_control],
                 [m for m in inputs if m.topic == topics.clicks], progress=progress)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -163,3 +164,29 @@ async def whole_topic_reader(kafka: KafkaSettings, topic: str) -> tuple[AIOKafka
     await consumer.start()
     consumer.assign(tps)
     return consumer, tps
+
+
+async def read_ranges(consumer: AIOKafkaConsumer, ranges: Mapping[TopicPartition, tuple[int, int]], *,
+                      idle_timeout_s: float = 120.0) -> list[ConsumerRecord]:
+    """Every record of each partition from ``start`` up to (not including) ``end``, read with
+    ``consumer`` (started, in no group; assigned these partitions here). Positions, not record
+    offsets, say when a range is done: a transaction's marker is never delivered.
+    ``TimeoutError`` when nothing is read for ``idle_timeout_s``."""
+    todo = {tp: (start, end) for tp, (start, end) in ranges.items() if start < end}
+    if not todo:
+        return []
+    consumer.assign(list(todo))
+    for tp, (start, _) in todo.items():
+        consumer.seek(tp, start)
+    out: list[ConsumerRecord] = []
+    deadline = time.monotonic() + idle_timeout_s
+    while todo:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing of {sorted(todo)} could be read for {idle_timeout_s:g} s")
+        for tp, messages in (await consumer.getmany(*todo, timeout_ms=500)).items():
+            if tp in todo and messages:
+                out.extend(m for m in messages if m.offset < todo[tp][1])
+                deadline = time.monotonic() + idle_timeout_s  # it moves on
+        for tp in [tp for tp in todo if await consumer.position(tp) >= todo[tp][1]]:
+            del todo[tp]
+    return out

@@ -13,7 +13,6 @@ marker per partition). On a changelog without transactions that is faust's own t
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
@@ -23,6 +22,7 @@ from faust.tables.recovery import Recovery
 from faust.types import TP
 
 from streams.settings import KafkaSettings
+from streams.topics import read_ranges
 
 #: Records read back from the end per step while looking for the last data record.
 TAIL = 64
@@ -30,31 +30,24 @@ READ_TIMEOUT_S = 30.0
 
 
 async def last_data_offsets(kafka: KafkaSettings, tps: list[TP]) -> dict[TP, int]:
-    """Per partition, the offset of its last record a consumer with ``kafka``'s isolation level
-    receives (-1: none), reading back from the end in growing steps."""
+    """Per partition, the offset of its last record a consumer receives (-1: none), reading
+    back from the end in growing steps."""
     consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in tps}
-        consumer.assign(list(parts.values()))
-        begin = await consumer.beginning_offsets(list(parts.values()))
-        end = await consumer.end_offsets(list(parts.values()))  # read committed: the last stable offsets
-        found: dict[TP, int] = {}
-        for tp, part in parts.items():
-            found[tp] = -1
-            step, upto = TAIL, end[part]
-            while upto > begin[part] and found[tp] < 0:
-                start = max(begin[part], upto - step)
-                consumer.seek(part, start)
-                deadline = time.monotonic() + READ_TIMEOUT_S
-                while await consumer.position(part) < upto:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"changelog {part.topic}[{part.partition}] could not be read "
-                                           f"from {start} to {upto} in {READ_TIMEOUT_S:g} s")
-                    for message in (await consumer.getmany(part, timeout_ms=1000)).get(part, []):
-                        if message.offset < upto:
-                            found[tp] = max(found[tp], message.offset)
-                upto, step = start, step * 4
+        parts = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
+        consumer.assign(list(parts))
+        begin = await consumer.beginning_offsets(list(parts))
+        upto = await consumer.end_offsets(list(parts))  # read committed: the last stable offsets
+        found = dict.fromkeys(tps, -1)
+        step = TAIL
+        while todo := {part: (max(begin[part], upto[part] - step), upto[part]) for part, tp in parts.items()
+                       if found[tp] < 0 and upto[part] > begin[part]}:
+            for message in await read_ranges(consumer, todo, idle_timeout_s=READ_TIMEOUT_S):
+                tp = parts[TopicPartition(message.topic, message.partition)]
+                found[tp] = max(found[tp], message.offset)
+            upto.update({part: start for part, (start, _) in todo.items()})
+            step *= 4
         return found
     finally:
         await consumer.stop()

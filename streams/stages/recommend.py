@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streams.clickbatch import BatchUser, apply_clicks, rank_users, read_click, recommendations
+from streams.clickbatch import BatchUser, Versions, apply_clicks, rank_users, read_click, recommendations
 from streams.interest import UserState, forgotten
 from streams.learned import LinearRanker, fit_ranker
 from streams.ranking import RankedItem
@@ -234,9 +234,14 @@ class RecommendStage:
         (or a batch acknowledged after the next one) would then be committed unanswered, and
         lost to a crash or a rebalance. :mod:`streams.transport` commits below these offsets.
         """
+        return self._lowest_unanswered(serving=True)
+
+    def _lowest_unanswered(self, *, serving: bool) -> dict[Any, int]:
+        """:meth:`unanswered`, with or without the batch being served."""
         floors: dict[Any, int] = {}
         events = [event for _, event, _ in self._held]
-        events.extend(self._serving)
+        if serving:
+            events.extend(self._serving)
         for waiting in self._waiting.values():
             events.extend(waiting)
         for batch in self._pending.values():
@@ -406,11 +411,7 @@ class RecommendStage:
         """Per partition served since the last commit, the next offset to read: one past the
         last click taken, or the oldest click still held for its item or taken in a batch
         that waits for its turn (the batch being committed answers all of its own)."""
-        held: dict[tuple[str, int], int] = {}
-        waiting = [event for batch in self._waiting.values() for event in batch]
-        for event in [*(event for _, event, _ in self._held), *waiting]:
-            tp = (event.message.topic, event.message.partition)
-            held[tp] = min(event.message.offset, held.get(tp, event.message.offset))
+        held = self._lowest_unanswered(serving=False)  # keyed by faust's TP, a (topic, partition) tuple
         offsets = {}
         for tp, last in self._served.items():
             offset = min(last + 1, held.get(tp, last + 1))
@@ -449,11 +450,12 @@ class RecommendStage:
         ``answered_before_skipped``, a click whose state change was applied before gets no
         recommendation (exactly_once: it was committed with that state change)."""
         sends = []
+        versions = Versions.of(self.recommender)
         for user, items in ranked:
-            for event, rec in recommendations(self.recommender, user, items,
+            for event, rec in recommendations(versions, user, items,
                                               answered_before_skipped=answered_before_skipped):
                 sends.append(await send(self.recommendations_topic, event.message.key, encode_json(rec), None))
-            if answered_before_skipped:
+            if answered_before_skipped and user.redelivered:
                 self.ctx.metrics.clicks_answered_before.inc(len(user.redelivered))
         for event, error in letters:  # errors other than bad records were logged where they arose
             message = event.message
