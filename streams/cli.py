@@ -293,6 +293,15 @@ def _options(parser: argparse.ArgumentParser, *uses: str, json_flag: bool = True
                         help="debug logging, library start-up logs, tracebacks on errors")
 
 
+def _worker_bench_options(parser: argparse.ArgumentParser, plotted: str) -> None:
+    """What every benchmark that runs a worker process takes: the synthetic catalogue's size,
+    the broker, a plot, and the shared settings."""
+    parser.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items already in the index")
+    _broker_option(parser, bench=True)
+    parser.add_argument("--plot", type=Path, help=f"write a PNG of {plotted} here (default: no plot)")
+    _options(parser, KAFKA, DATA, MODEL, INDEX)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="recstream",
@@ -385,29 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("latency", "click -> recommendation latency beside a bare relay", benches)
     p.add_argument("--rate", type=_positive_float, default=1000.0, help="clicks per second")
     p.add_argument("--seconds", type=_positive_float, default=30.0, help="length of each timed run")
-    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items in the index")
     p.add_argument("--mode", choices=["rate", "saturation", "idle", "all"], default="rate",
                    help="fixed rate; highest rate with p99 < 50 ms; one click after 60 s idle; or all")
-    _broker_option(p, bench=True)
-    p.add_argument("--plot", type=Path, help="write a PNG of both latency CDFs here (default: no plot)")
-    _options(p, KAFKA, DATA, MODEL, INDEX)
+    _worker_bench_options(p, "both latency CDFs")
     p.set_defaults(handler=cmd_bench_latency)
     p = command("freshness", "new item -> recommendable, through the real encoder", benches)
     p.add_argument("--rate", type=_positive_float, default=20.0, help="new items per second")
     p.add_argument("--seconds", type=_positive_float, default=30.0, help="length of the timed run")
-    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items already in the index")
-    _broker_option(p, bench=True)
-    p.add_argument("--plot", type=Path, help="write a PNG of both CDFs here (default: no plot)")
-    _options(p, KAFKA, DATA, MODEL, INDEX)
+    _worker_bench_options(p, "both CDFs")
     p.set_defaults(handler=cmd_bench_freshness)
     p = command("burst", "a burst of new items through the encoder while clicks are served", benches)
     p.add_argument("--burst", type=_positive_int, default=10_000, help="new item records produced at once")
     p.add_argument("--rate", type=_positive_float, default=100.0, help="clicks per second meanwhile")
     p.add_argument("--seconds", type=_positive_float, default=45.0, help="length of each clicks phase")
-    p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items already in the index")
-    _broker_option(p, bench=True)
-    p.add_argument("--plot", type=Path, help="write a PNG of the clicks' latency CDFs here (default: no plot)")
-    _options(p, KAFKA, DATA, MODEL, INDEX)
+    _worker_bench_options(p, "the clicks' latency CDFs")
     p.set_defaults(handler=cmd_bench_burst)
     p = command("restart", "cold start and restart of a worker with U users of state", benches)
     p.add_argument("--users", type=_positive_int, default=100_000, help="user states in the changelog")
