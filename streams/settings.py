@@ -21,6 +21,10 @@ from streams.errors import ConfigError
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 ProcessingGuarantee = Literal["at_least_once", "exactly_once"]
+#: What recstream's consumers read, in every mode: never a record of a transaction that was
+#: aborted (a crashed exactly_once worker's half-served batch, a failed rebuild) or is still
+#: open. Records written outside transactions read the same either way.
+ISOLATION_LEVEL = "read_committed"
 
 
 def default_data_dir() -> Path:
@@ -127,16 +131,9 @@ class KafkaSettings(_Section):
     def exactly_once(self) -> bool:
         return self.processing_guarantee == "exactly_once"
 
-    @property
-    def isolation_level(self) -> str:
-        """What recstream's consumers read, in every mode: never a record of a transaction that
-        was aborted (a crashed exactly_once worker's half-served batch, a failed rebuild) or is
-        still open. Records written outside transactions read the same either way."""
-        return "read_committed"
-
     def consumer_kwargs(self) -> dict[str, Any]:
         return {**self.client_kwargs(), "fetch_max_wait_ms": self.fetch_max_wait_ms,
-                "isolation_level": self.isolation_level, **self.consumer_extra}
+                "isolation_level": ISOLATION_LEVEL, **self.consumer_extra}
 
     def producer_kwargs(self) -> dict[str, Any]:
         return {**self.client_kwargs(), "linger_ms": self.linger_ms, **self.producer_extra}

@@ -27,7 +27,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.settings import KafkaSettings
+from streams.settings import ISOLATION_LEVEL, KafkaSettings
 
 SCHEME = "recstream"
 
@@ -48,7 +48,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = kafka.fetch_max_wait_ms
         # The same consumer recovers the tables from their changelogs: the state records of an
         # aborted transaction (an exactly_once batch, a failed rebuild) must not be read back.
-        consumer._isolation_level = kafka.isolation_level
+        consumer._isolation_level = ISOLATION_LEVEL
         return consumer
 
     def _create_client_consumer(self, transport: Any) -> Any:

@@ -29,6 +29,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from faust.types import TP
+
 from streams.interest import UserState, decode_state, encode_state
 
 #: The faust table of user states; its changelog topic is ``<app id>-user-state-changelog``.
@@ -122,8 +124,6 @@ class UserStates:
         """Record, per partition, the changelog offset the local store now holds (what
         ``Table.send_changelog`` records when a changelog record is acknowledged): a restart
         recovers only the changelog records after it."""
-        from faust.types import TP
-
         topic = self.changelog_topic
         for partition, offset in offsets.items():
             self.table.data.set_persisted_offset(TP(topic, partition), offset)
