@@ -11,6 +11,10 @@ on pad tokens (item texts run from a 3-token title to a 256-token description), 
 CPU kernels gain little from more than a few rows, so ``SUB_BATCH`` texts at a time sorted
 by length does less work at no loss. The GPU keeps larger sub-batches: it gains from them.
 
+On the CUDA EP each run is also padded to fixed shapes (token-length and row buckets,
+:mod:`encoders.shapes`), all run once at load: the provider's one-off cost for a shape it
+has not seen (~75 ms) is paid before the worker serves, not by its first items.
+
 Variant choice (see ``encoders/manifest.py`` for what each variant is):
 
 * CUDA EP: ``fp16`` (with IO binding) if exported, else ``fp32``.
@@ -21,9 +25,10 @@ Variant choice (see ``encoders/manifest.py`` for what each variant is):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -32,8 +37,12 @@ from tokenizers import Tokenizer
 from encoders.errors import ModelDirError, ProviderError
 from encoders.manifest import Manifest, load_manifest
 from encoders.session import CPU_PROVIDER, CUDA_PROVIDER, Device, create_session
+from encoders.shapes import DEFAULT_TOKEN_BUCKETS, ShapeBuckets, plain_runs
 
 log = logging.getLogger(__name__)
+
+#: ``load``'s ``shape_buckets``: on, off, or on for the CUDA EP only.
+BucketMode = Literal["auto", "on", "off"]
 
 #: Texts per onnxruntime run, after sorting a batch by token count (see the module docstring).
 SUB_BATCH = {CPU_PROVIDER: 8, CUDA_PROVIDER: 128}
@@ -46,17 +55,23 @@ _PREFERENCE = {
 
 
 def model_feeds(
-    encodings: Sequence[Any], input_names: Sequence[str], *, pad_id: int = 0
+    encodings: Sequence[Any], input_names: Sequence[str], *, pad_id: int = 0,
+    rows: int | None = None, seq: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """The graph's int64 inputs, each ``[n, seq]``, from tokenizer encodings padded to the longest.
+    """The graph's int64 inputs, each ``[rows, seq]``, from tokenizer encodings padded to the
+    longest (or to ``seq`` tokens), with padding rows up to ``rows``.
 
     The one place serving, parity and the benchmark build model inputs, so the torch
     reference and onnxruntime always see the same tensors. Encodings that the tokenizer
-    already padded pass through unchanged (their attention masks are kept).
+    already padded pass through unchanged (their attention masks are kept). A padding row
+    attends to its first (pad) token only, so its pooling never divides by zero; its
+    output is dropped by the caller.
     """
-    seq = max(len(e.ids) for e in encodings)
-    input_ids = np.full((len(encodings), seq), pad_id, dtype=np.int64)  # [n, seq]
-    attention_mask = np.zeros((len(encodings), seq), dtype=np.int64)  # [n, seq]
+    seq = max(len(e.ids) for e in encodings) if seq is None else seq
+    rows = len(encodings) if rows is None else rows
+    input_ids = np.full((rows, seq), pad_id, dtype=np.int64)  # [rows, seq]
+    attention_mask = np.zeros((rows, seq), dtype=np.int64)  # [rows, seq]
+    attention_mask[len(encodings):, 0] = 1
     for row, e in enumerate(encodings):
         input_ids[row, : len(e.ids)] = e.ids
         attention_mask[row, : len(e.ids)] = e.attention_mask
@@ -68,18 +83,26 @@ def model_feeds(
 
 
 def choose_variant(manifest: Manifest, provider: str) -> str:
-    """The variant to serve on ``provider``: the fastest one allowed there.
+    """The variant to serve on ``provider``: the fastest one allowed there whose file the
+    directory holds.
 
     Variants whose parity is ``unverified-no-gpu`` are only allowed on the CUDA EP.
+
+    Raises:
+        ModelDirError: the directory holds no variant that can run on ``provider`` (a
+            directory with only ``fp16`` given to a CPU worker).
     """
     for name in _PREFERENCE.get(provider, ("fp32",)):
-        entry = manifest.variants.get(name)
-        if entry is None:
+        if not manifest.has(name):
             continue
-        if entry.status != "passed" and provider != CUDA_PROVIDER:
+        if manifest.variants[name].status != "passed" and provider != CUDA_PROVIDER:
             continue
         return name
-    return "fp32"
+    held = sorted(v for v in manifest.variants if manifest.has(v))
+    raise ModelDirError(
+        f"{manifest.model_dir} holds only {', '.join(held)}, which cannot run on {provider}: give this "
+        f"worker the directory's {', '.join(manifest.variants[v].file for v in _PREFERENCE.get(provider, ()) if v in manifest.variants)} too"
+    )
 
 
 class ItemEncoder:
@@ -92,6 +115,8 @@ class ItemEncoder:
         provider: str,
         variant: str,
         tokenizer: Tokenizer,
+        *,
+        buckets: ShapeBuckets | None = None,
     ) -> None:
         self._manifest = manifest
         self._session = session
@@ -101,6 +126,10 @@ class ItemEncoder:
         self._input_names = tuple(i.name for i in session.get_inputs())
         self._io_binding = provider == CUDA_PROVIDER
         self._sub_batch = SUB_BATCH.get(provider, SUB_BATCH[CPU_PROVIDER])
+        self._buckets = buckets
+        self._shapes_run: set[tuple[int, int]] = set()
+        self._new_shape_runs = 0
+        self.warm_up_s = 0.0
 
     @classmethod
     def load(
@@ -111,8 +140,11 @@ class ItemEncoder:
         variant: str | None = None,
         *,
         verify_hashes: bool = True,
+        shape_buckets: BucketMode = "auto",
+        token_buckets: Sequence[int] = DEFAULT_TOKEN_BUCKETS,
+        max_rows: int | None = None,
     ) -> ItemEncoder:
-        """Load an exported model directory.
+        """Load an exported model directory (and, with shape buckets, warm every shape).
 
         Args:
             model_dir: directory written by ``export_model`` (holds ``manifest.json``).
@@ -121,9 +153,17 @@ class ItemEncoder:
             variant: force a variant (``"fp32"``, ``"int8"``, ``"fp16"``); default picks
                 the fastest variant that passed parity for the provider in use.
             verify_hashes: check model file hashes against the manifest.
+            shape_buckets: pad every run to fixed shapes and run each shape once here
+                (:mod:`encoders.shapes`): ``"on"``, ``"off"``, or ``"auto"`` (on for the
+                CUDA EP only, where a new shape costs a one-off ~75 ms).
+            token_buckets: the token-length buckets (clipped to the model's max length).
+            max_rows: the most texts one run takes with buckets on (its row buckets are the
+                powers of two below it); default the provider's sub-batch. The encode stage
+                passes its micro-batch size, so no larger shape is warmed for nothing.
 
         Raises:
-            ModelDirError: missing/corrupt model directory or unknown variant.
+            ModelDirError: missing/corrupt model directory, unknown variant, or no variant
+                this device can run.
             ProviderError: ``device="cuda"`` without a usable CUDA EP, or a forced
                 variant that is unverified on the provider in use.
         """
@@ -151,7 +191,7 @@ class ItemEncoder:
                     session, provider = create_session(manifest.variant_path(variant), "cpu", threads)
         tokenizer = Tokenizer.from_file(str(manifest.tokenizer_path))
         tokenizer.enable_truncation(max_length=manifest.max_length)
-        tokenizer.no_padding()  # padding is per sub-batch (see encode)
+        tokenizer.no_padding()  # padding is per run (see encode)
         outputs = {o.name: o for o in session.get_outputs()}
         if manifest.output_name not in outputs:
             raise ModelDirError(f"{manifest.variant_path(variant)} has no output {manifest.output_name!r}")
@@ -159,8 +199,42 @@ class ItemEncoder:
         if isinstance(width, int) and width != manifest.dim:  # a symbolic width is checked by encode()
             raise ModelDirError(f"{manifest.variant_path(variant)} outputs {width}-d vectors but the manifest says "
                                 f"dim {manifest.dim}: re-export the model (recstream export) or fix manifest.json")
-        log.info("ItemEncoder %s: variant=%s provider=%s threads=%d", manifest.version, variant, provider, threads)
-        return cls(manifest, session, provider, variant, tokenizer)
+        buckets = None
+        if shape_buckets == "on" or (shape_buckets == "auto" and provider == CUDA_PROVIDER):
+            sub_batch = SUB_BATCH.get(provider, SUB_BATCH[CPU_PROVIDER])
+            buckets = ShapeBuckets.build(token_buckets, max_length=manifest.max_length,
+                                         max_rows=min(max_rows or sub_batch, sub_batch))
+        encoder = cls(manifest, session, provider, variant, tokenizer, buckets=buckets)
+        if buckets is not None:
+            encoder.warm_up()
+        log.info("ItemEncoder %s: variant=%s provider=%s threads=%d shapes=%s", manifest.version, variant, provider,
+                 threads, f"{len(buckets.shapes())} warmed in {encoder.warm_up_s:.1f} s" if buckets else "any")
+        return encoder
+
+    def warm_up(self) -> float:
+        """Run every bucketed shape once (no-op without buckets); the seconds it took."""
+        if self._buckets is None:
+            return 0.0
+        began = time.perf_counter()
+        for rows, tokens in self._buckets.shapes():
+            ids = np.full((rows, tokens), self._manifest.pad_id, dtype=np.int64)  # [rows, tokens]
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if "token_type_ids" in self._input_names:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            self._run(feeds)
+        self.warm_up_s = time.perf_counter() - began
+        return self.warm_up_s
+
+    @property
+    def buckets(self) -> ShapeBuckets | None:
+        """The fixed shapes runs are padded to (None: each run is as long as its longest text)."""
+        return self._buckets
+
+    @property
+    def new_shape_runs(self) -> int:
+        """Runs since load (warm-up excluded) whose input shape this session had not run
+        before: each paid the provider's first-shape cost. 0 when every shape was warmed."""
+        return self._new_shape_runs
 
     @property
     def provider(self) -> str:
@@ -193,10 +267,7 @@ class ItemEncoder:
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Tokenise a batch into the graph's int64 inputs, each ``[n, seq]`` (padded to the longest)."""
-        return self._feeds(self._tokenizer.encode_batch(list(texts)))
-
-    def _feeds(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
-        return model_feeds(encodings, self._input_names, pad_id=self._manifest.pad_id)
+        return model_feeds(self._tokenizer.encode_batch(list(texts)), self._input_names, pad_id=self._manifest.pad_id)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts (any number: they run in length-sorted sub-batches).
@@ -213,14 +284,22 @@ class ItemEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)  # [0, dim]
         encodings = self._tokenizer.encode_batch(list(texts))
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        lengths = [len(encodings[i].ids) for i in order]
+        runs = self._buckets.runs(lengths) if self._buckets else plain_runs(lengths, self._sub_batch)
         out = np.empty((len(encodings), self.dim), dtype=np.float32)  # [n, dim]
-        for start in range(0, len(order), self._sub_batch):
-            rows = order[start : start + self._sub_batch]
-            out[rows] = self._run(self._feeds([encodings[i] for i in rows]))
+        for run in runs:
+            rows = order[run.start : run.stop]
+            feeds = model_feeds([encodings[i] for i in rows], self._input_names, pad_id=self._manifest.pad_id,
+                                rows=run.rows, seq=run.tokens)
+            shape = (run.rows, run.tokens)
+            if shape not in self._shapes_run:
+                self._new_shape_runs += 1
+            out[rows] = self._run(feeds)[: len(rows)]
         return out
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """One onnxruntime run (outputs bound on the device under CUDA: one copy back)."""
+        self._shapes_run.add(feeds["input_ids"].shape)
         if self._io_binding:
             binding = self._session.io_binding()
             for name, array in feeds.items():

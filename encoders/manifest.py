@@ -5,7 +5,8 @@ An exported model directory looks like::
     <model_dir>/
         manifest.json        this schema (written by ``export``, read by ``ItemEncoder``)
         tokenizer.json       the Hugging Face fast tokenizer, truncation/padding preset
-        model.fp32.onnx      graph-optimised fp32 (always present; its hash names the version)
+        model.fp32.onnx      graph-optimised fp32 (always exported; its hash names the version;
+                             a GPU box may be given a directory without it, see ``absent``)
         model.int8.onnx      optional, only if it passed parity
         model.fp16.onnx      optional, meant for the CUDA EP
         parity.json          the full parity report, variants refused included
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,13 @@ class Manifest:
     output_name: str
     variants: dict[str, VariantEntry] = field(default_factory=dict)
     schema_version: int = MANIFEST_SCHEMA_VERSION
+    #: Variants listed in the manifest whose file this directory does not hold (a GPU box
+    #: may be given only ``model.fp16.onnx``: the fp32 file is ~90 MB it would never run).
+    absent: tuple[str, ...] = ()
+
+    def has(self, name: str) -> bool:
+        """Whether variant ``name`` is listed and its file is here."""
+        return name in self.variants and name not in self.absent
 
     def variant_path(self, name: str) -> Path:
         """Absolute path of variant ``name``'s ONNX file.
@@ -80,10 +88,11 @@ class Manifest:
         Raises:
             ModelDirError: no such variant in this manifest.
         """
-        if name not in self.variants:
+        if not self.has(name):
+            where = "file is not in" if name in self.variants else "is not listed in"
             raise ModelDirError(
-                f"variant {name!r} is not in {self.model_dir / MANIFEST_FILE} "
-                f"(available: {sorted(self.variants)})"
+                f"variant {name!r} {where} {self.model_dir} "
+                f"(available: {sorted(v for v in self.variants if self.has(v))})"
             )
         return self.model_dir / self.variants[name].file
 
@@ -95,6 +104,7 @@ class Manifest:
         """The JSON-ready form written to ``manifest.json`` (``model_dir`` left out)."""
         out = asdict(self)
         out.pop("model_dir")
+        out.pop("absent")
         out["input_names"] = list(self.input_names)
         return out
 
@@ -200,10 +210,15 @@ def load_manifest(model_dir: Path | str, *, verify_hashes: bool = True) -> Manif
         raise ModelDirError(f"{path}: dim and max_length must be positive")
     if not manifest.tokenizer_path.is_file():
         raise ModelDirError(f"{path}: tokenizer file {manifest.tokenizer_path} is missing")
+    absent = tuple(name for name, entry in variants.items() if not (model_dir / entry.file).is_file())
+    if len(absent) == len(variants):
+        raise ModelDirError(f"{path}: none of its model files ({', '.join(e.file for e in variants.values())}) "
+                            f"is in {model_dir}")
+    manifest = replace(manifest, absent=absent)
     for name, entry in variants.items():
         file = model_dir / entry.file
-        if not file.is_file():
-            raise ModelDirError(f"{path}: model file {file} of variant {name!r} is missing")
+        if name in absent:
+            continue
         if verify_hashes and sha256_file(file) != entry.sha256:
             raise ModelDirError(
                 f"{file} does not match the sha256 in {path} (variant {name!r}): the file "

@@ -23,6 +23,8 @@ import numpy as np
 
 from encoders.item_encoder import ItemEncoder
 from encoders.session import CUDA_PROVIDER
+from encoders.shapes import DEFAULT_TOKEN_BUCKETS
+from export.bench_shapes import compare_shapes
 from export.parity_texts import bench_texts
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ def run_encoder_bench(
     threads: int | None = None,
     chart_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    shapes: bool = True,
+    token_buckets: Sequence[int] = DEFAULT_TOKEN_BUCKETS,
+    burst: int | None = None,
 ) -> dict[str, Any]:
     """Items/s of torch eager vs onnxruntime on the same texts, device and batch sizes.
 
@@ -84,6 +89,10 @@ def run_encoder_bench(
         threads: CPU threads for both torch and onnxruntime; default all usable cores.
         chart_path: if set, a PNG bar chart of items/s per batch size is written there.
         progress: called with a one-line message per case.
+        shapes: also measure first-shape costs with shape buckets off and on, each in a
+            fresh process (:mod:`export.bench_shapes`): the ``shapes`` key.
+        token_buckets: the token buckets of the ``buckets_on`` side.
+        burst: texts in the shapes burst; default 4,096 on CUDA, 512 on the CPU.
 
     Returns:
         ``{"device","batch","torch_items_s","ort_items_s","speedup","min_cosine",
@@ -160,7 +169,12 @@ def run_encoder_bench(
         "threads": threads,
         "n_texts": n_texts,
         "by_batch": {str(k): v for k, v in by_batch.items()},
+        "shape_buckets": list(encoder.buckets.tokens) if encoder.buckets else None,
     }
+    if shapes:
+        del model  # the shapes processes get the GPU to themselves
+        result["shapes"] = compare_shapes(model_dir, device=device, threads=threads, token_buckets=token_buckets,
+                                          burst=burst or (4096 if device == "cuda" else 512), say=say)
     if chart_path is not None:
         write_bench_chart(result, Path(chart_path))
     return result
@@ -177,7 +191,9 @@ def write_bench_chart(result: dict[str, Any], path: Path) -> Path:
     x = np.arange(len(batches))
     torch_vals = [result["by_batch"][b]["torch_items_s"] for b in batches]
     ort_vals = [result["by_batch"][b]["ort_items_s"] for b in batches]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    shapes = result.get("shapes")
+    fig, axes = plt.subplots(1, 2 if shapes else 1, figsize=(11 if shapes else 6, 3.5), squeeze=False)
+    ax = axes[0][0]
     ax.bar(x - 0.2, torch_vals, 0.4, label="torch eager")
     ax.bar(x + 0.2, ort_vals, 0.4, label=f"onnxruntime {result['variant']}")
     for i, b in enumerate(batches):
@@ -186,8 +202,24 @@ def write_bench_chart(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("items/s")
     ax.set_title(f"{result['version']} on {result['device']} ({result['threads']} threads)")
     ax.legend()
+    if shapes:
+        _shapes_chart(axes[0][1], shapes)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _shapes_chart(ax: Any, shapes: dict[str, dict[str, Any]]) -> None:
+    """One item at a length the encoder has not run vs one it has, buckets off and on."""
+    names = list(shapes)
+    x = np.arange(len(names))
+    new = [shapes[n]["new_length_ms"]["p50"] for n in names]
+    same = [shapes[n]["same_length_ms"]["p50"] for n in names]
+    ax.bar(x - 0.2, new, 0.4, label="new length (p50)")
+    ax.bar(x + 0.2, same, 0.4, label="same length again (p50)")
+    ax.set_xticks(x, [n.replace("_", " ") for n in names])
+    ax.set_ylabel("ms for one item")
+    ax.set_title("first-shape cost")
+    ax.legend()

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,7 @@ def export_model(
     tolerances: dict[str, Tolerance] | None = None,
     texts: list[str] | None = None,
     threads: int = 0,
+    keep: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Export a local Hugging Face encoder to an ONNX model directory.
 
@@ -279,6 +280,8 @@ def export_model(
         tolerances: override the spec's per-variant tolerances (tests use this).
         texts: override the parity corpus.
         threads: onnxruntime intra-op threads for the parity check (0: ORT decides).
+        keep: the variants whose files stay in ``out_dir`` (default all): ``("fp16",)``
+            makes a directory for a GPU box, half the size, that a CPU worker refuses.
 
     Returns:
         The JSON report: ``out_dir``, ``version``, ``dim``, ``variants`` (file, parity
@@ -290,6 +293,11 @@ def export_model(
         ParityError: the fp32 graph does not match torch (nothing is written).
     """
     started = time.perf_counter()
+    if keep is not None:
+        requested = {"fp32"} | ({"fp16"} if fp16 else set()) | ({"int8"} if int8 else set())
+        if not keep or not set(keep) <= requested:
+            raise ExportError(f"keep {', '.join(keep) or '(nothing)'}: this export writes "
+                              f"{', '.join(sorted(requested))} (add --fp16/--int8 for those variants)")
     stages = _Stages()
     model_path, out_dir = Path(model_path), Path(out_dir)
     if model_name is None and _is_default_model(model_path):
@@ -372,6 +380,15 @@ def export_model(
             stages.mark("int8")
 
         manifest = _install(tmp, out_dir, spec, files, report, pad_id, pad_token)
+    if keep is not None:
+        if not set(keep) & set(manifest.variants):  # e.g. keep int8 only, and int8 failed parity
+            raise ExportError(f"keep {', '.join(keep)}: parity refused it, so this export wrote only "
+                              f"{', '.join(sorted(manifest.variants))} (all kept)")
+        for name in set(manifest.variants) - set(keep):
+            # The manifest keeps listing it (the version names the fp32 graph); the loader
+            # marks it absent (encoders/manifest.py).
+            (out_dir / manifest.variants[name].file).unlink()
+        _say(progress, f"kept {', '.join(sorted(keep))} only")
 
     seconds = time.perf_counter() - started
     _say(progress, f"exported {manifest.version} to {out_dir} in {seconds:.1f}s")
@@ -393,6 +410,7 @@ def export_model(
                 "max_abs_diff": entry.max_abs_diff,
                 "provider_checked": entry.provider_checked,
                 "recipe": entry.recipe,
+                "kept": keep is None or name in keep,
             }
             for name, entry in manifest.variants.items()
         },

@@ -82,6 +82,7 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 
     model, name = model_source(args.model)
     return export_model(model, Path(args.out), fp16=args.fp16, int8=args.int8, model_name=name,
+                        keep=args.keep.split(",") if args.keep else None,
                         progress=lambda message: log.info("%s", message))
 
 
@@ -92,7 +93,8 @@ def cmd_bench_encoder(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = _settings(args)
     model_dir = ensure_model(settings, fp16=args.device == "cuda")
-    return run_encoder_bench(model_dir, device=args.device, chart_path=args.plot,
+    return run_encoder_bench(model_dir, device=args.device, chart_path=args.plot, shapes=not args.no_shapes,
+                             token_buckets=settings.model.token_buckets, burst=args.burst,
                              progress=lambda message: log.info("%s", message))
 
 
@@ -350,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--fp16", action="store_true", help="also write an fp16 variant (GPU)")
     p.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 variant (CPU)")
+    p.add_argument("--keep", metavar="VARIANTS",
+                   help="comma-separated variants whose files stay (default: all); --fp16 --keep fp16 makes a "
+                        "GPU-only directory without the ~90 MB fp32 file")
     _options(p)
     p.set_defaults(handler=cmd_export)
 
@@ -389,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("encoder", "torch eager vs onnxruntime items/s", benches)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both engines run")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart here (default: no plot)")
+    p.add_argument("--burst", type=int,
+                   help="texts in the first-shape burst, run on a fresh encoder (default: 4096 on cuda, 512 on cpu)")
+    p.add_argument("--no-shapes", action="store_true",
+                   help="skip the first-shape figures (cold first item, new lengths, bursts, with shape buckets "
+                        "off and on; the buckets: RECSTREAM_MODEL__TOKEN_BUCKETS)")
     _options(p, DATA, MODEL)
     p.set_defaults(handler=cmd_bench_encoder)
     p = command("latency", "click -> recommendation latency beside a bare relay", benches)

@@ -25,9 +25,14 @@ def register(ctx: WorkerContext) -> None:
     # The session is made in that thread, so onnxruntime's own threads inherit its niceness.
     encoder_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder", initializer=_lower_priority,
                                        initargs=(settings.model.nice,))
+    # With shape buckets (on the GPU) the load also runs every shape once: the worker is not
+    # ready before, so no item pays the provider's first-shape cost.
     encoder = encoder_thread.submit(ItemEncoder.load, settings.model_dir, device=settings.model.device,
-                                   threads=settings.model.threads).result()
-    log.info("encoder %s on %s (%s)", encoder.version, encoder.provider, encoder.variant)
+                                   threads=settings.model.threads, shape_buckets=settings.model.shape_buckets,
+                                   token_buckets=settings.model.token_buckets,
+                                   max_rows=settings.model.batch_size).result()
+    log.info("encoder %s on %s (%s%s)", encoder.version, encoder.provider, encoder.variant,
+             f", {len(encoder.buckets.shapes())} shapes warmed in {encoder.warm_up_s:.1f} s" if encoder.buckets else "")
     ctx.encoder_version = encoder.version
     items = ctx.app.topic(settings.topics.items, key_type=bytes, value_type=bytes)
     vectors = ctx.app.topic(settings.topics.item_vectors, key_type=bytes, value_type=bytes)

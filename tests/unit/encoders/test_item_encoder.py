@@ -124,9 +124,46 @@ def test_missing_model_file_and_hash_mismatch(model_copy: Path) -> None:
     with pytest.raises(ModelDirError, match="sha256"):
         load_manifest(model_copy)
     load_manifest(model_copy, verify_hashes=False)  # the cheap path skips the check
-    fp32.unlink()
-    with pytest.raises(ModelDirError, match="model.fp32.onnx"):
+    for file in model_copy.glob("model.*.onnx"):
+        file.unlink()
+    with pytest.raises(ModelDirError, match="none of its model files"):
         load_manifest(model_copy, verify_hashes=False)
+
+
+def test_a_directory_with_only_the_fp16_file_is_a_gpu_model(model_copy: Path) -> None:
+    """A GPU box may be given manifest, tokenizer and model.fp16.onnx alone: it loads (the
+    version still names the fp32 graph), and a CPU worker is told what it lacks."""
+    full = load_manifest(model_copy)
+    for name in ("fp32", "int8"):
+        (model_copy / f"model.{name}.onnx").unlink(missing_ok=True)
+    slim = load_manifest(model_copy)
+    assert slim.version == full.version and set(slim.absent) == {"fp32", "int8"} & set(full.variants)
+    assert slim.has("fp16") and not slim.has("fp32")
+    assert choose_variant(slim, CUDA_PROVIDER) == "fp16"
+    with pytest.raises(ModelDirError, match="holds only fp16.*model.fp32.onnx"):
+        choose_variant(slim, CPU_PROVIDER)
+    with pytest.raises(ModelDirError, match="file is not in"):
+        slim.variant_path("fp32")
+    with pytest.raises(ModelDirError, match="holds only fp16"):
+        ItemEncoder.load(model_copy, device="cpu")
+    assert "absent" not in slim.to_json_dict() and "fp32" in slim.to_json_dict()["variants"]
+
+
+def test_shape_buckets_pad_every_run_to_a_warmed_shape(tiny_export: tuple[Path, dict[str, Any]]) -> None:
+    """With buckets on, every run has a shape the load warmed (no first-shape cost while
+    serving) and the vectors are those of the unpadded runs."""
+    plain = ItemEncoder.load(tiny_export[0], device="cpu", threads=1, variant="fp32")
+    assert plain.buckets is None and plain.warm_up_s == 0.0  # off on the CPU EP by default
+    bucketed = ItemEncoder.load(tiny_export[0], device="cpu", threads=1, variant="fp32", shape_buckets="on",
+                                token_buckets=(4, 8, 16), max_rows=6)
+    buckets = bucketed.buckets
+    assert buckets is not None and buckets.rows == (1, 2, 4, 6)
+    assert buckets.tokens == (4, 8, 16, bucketed.max_length) and bucketed.warm_up_s > 0
+    texts = [("word " * ((5 * n) % 23)) + f"item {n}" for n in range(17)] + ["长" * 500]
+    for batch in (texts[:1], texts[:5], texts, texts[3:9]):
+        np.testing.assert_allclose(bucketed.encode(batch), plain.encode(batch), atol=1e-5)
+    assert bucketed.new_shape_runs == 0
+    assert plain.new_shape_runs > 0  # each new length (and row count) was a new shape
 
 
 _BLOCK_TORCH = """

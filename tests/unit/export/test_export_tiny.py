@@ -13,7 +13,7 @@ import pytest
 from encoders.item_encoder import ItemEncoder
 from encoders.manifest import load_manifest, sha256_file
 from export import export_model
-from export.errors import ModelSourceError, ParityError
+from export.errors import ExportError, ModelSourceError, ParityError
 from export.spec import Tolerance, spec_from_model_dir
 from tests.unit.export.tiny import TINY_TEXTS, build_tiny_model
 
@@ -77,6 +77,17 @@ def test_int8_refused_below_threshold(tiny_model_dir: Path, tmp_path: Path) -> N
     assert not (tmp_path / "model.int8.onnx").exists()
     assert "int8" not in load_manifest(tmp_path).variants
     assert len(json.loads((tmp_path / "parity.json").read_text())["rejected"]) == 3
+
+
+def test_keep_fp16_writes_a_directory_for_a_gpu_box(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="add --fp16"):
+        export_model(tiny_model_dir, tmp_path / "none", keep=["fp16"], texts=TINY_TEXTS[:6], threads=1)
+    assert not (tmp_path / "none").exists()  # refused before anything was written
+    report = export_model(tiny_model_dir, tmp_path, fp16=True, keep=["fp16"], texts=TINY_TEXTS[:6], threads=1)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["model.fp16.onnx"]
+    assert report["variants"]["fp16"]["kept"] and not report["variants"]["fp32"]["kept"]
+    manifest = load_manifest(tmp_path)
+    assert manifest.version == report["version"] and manifest.absent == ("fp32",)
 
 
 def test_fp32_parity_failure_is_fatal_and_collects_all(tiny_model_dir: Path, tmp_path: Path) -> None:
