@@ -154,12 +154,21 @@ def compare_shapes(model_dir: Path, *, device: str, threads: int,
                    say: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """:func:`measure_shapes` with buckets off, then on, each in a fresh process (a cold
     worker: its first item pays the provider's start-up, and its GPU memory is its own)."""
+    return sweep_shapes(model_dir, device=device, threads=threads, bucket_sets={"buckets_on": token_buckets},
+                        burst=burst, say=say)
+
+
+def sweep_shapes(model_dir: Path, *, device: str, threads: int, bucket_sets: dict[str, Sequence[int]],
+                 burst: int = 4096, say: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Buckets off (``buckets_off``), then each named token-bucket set, each in a fresh
+    process: the figures a bucket set for a GPU is chosen from."""
+    settings = {"buckets_off": ("off", DEFAULT_TOKEN_BUCKETS)} | {n: ("on", b) for n, b in bucket_sets.items()}
     out = {}
-    for name, mode in (("buckets_off", "off"), ("buckets_on", "on")):
+    for name, (mode, buckets) in settings.items():
         say(f"shapes: {name} in a fresh process")
         command = [sys.executable, "-m", "export.bench_shapes", "--model-dir", str(model_dir), "--device", device,
                    "--threads", str(threads), "--shape-buckets", mode, "--burst", str(burst),
-                   "--token-buckets", ",".join(map(str, token_buckets))]
+                   "--token-buckets", ",".join(map(str, buckets))]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-2000:]}")
@@ -168,7 +177,9 @@ def compare_shapes(model_dir: Path, *, device: str, threads: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m export.bench_shapes``: one setting, its figures as one JSON line."""
+    """``python -m export.bench_shapes``: one setting (or, with ``--sweep``, buckets off and
+    several sets), its figures as one JSON line. Needs only onnxruntime, tokenizers and
+    numpy, so it runs on a GPU box that has no recstream environment."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m export.bench_shapes")
@@ -178,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape-buckets", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--token-buckets", default=",".join(map(str, DEFAULT_TOKEN_BUCKETS)))
     parser.add_argument("--burst", type=int, default=4096)
+    parser.add_argument("--sweep", nargs="+", metavar="BUCKETS",
+                        help="compare buckets off and each comma-separated token-bucket set, each in a fresh "
+                             "process (e.g. --sweep 16,32,64,128,256 16,24,32,48,64,96,128,192,256)")
     args = parser.parse_args(argv)
+    if args.sweep:
+        sets = {f"buckets {s}": [int(b) for b in s.split(",") if b.strip()] for s in args.sweep}
+        print(json.dumps(sweep_shapes(args.model_dir, device=args.device, threads=args.threads, bucket_sets=sets,
+                                      burst=args.burst, say=lambda message: print(message, file=sys.stderr))))
+        return 0
     result = measure_shapes(args.model_dir, device=args.device, threads=args.threads,
                             shape_buckets=args.shape_buckets,
                             token_buckets=[int(b) for b in args.token_buckets.split(",") if b.strip()],
