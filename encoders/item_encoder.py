@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,6 +143,7 @@ class ItemEncoder:
         shape_buckets: BucketMode = "auto",
         token_buckets: Sequence[int] = DEFAULT_TOKEN_BUCKETS,
         max_rows: int | None = None,
+        cuda_options: Mapping[str, str] | None = None,
     ) -> ItemEncoder:
         """Load an exported model directory (and, with shape buckets, warm every shape).
 
@@ -160,6 +161,7 @@ class ItemEncoder:
             max_rows: the most texts one run takes with buckets on (its row buckets are the
                 powers of two below it); default the provider's sub-batch. The encode stage
                 passes its micro-batch size, so no larger shape is warmed for nothing.
+            cuda_options: CUDA execution provider options (see ``create_session``).
 
         Raises:
             ModelDirError: missing/corrupt model directory, unknown variant, or no variant
@@ -170,7 +172,7 @@ class ItemEncoder:
         manifest = load_manifest(model_dir, verify_hashes=verify_hashes)
         if variant is not None:
             path = manifest.variant_path(variant)
-            session, provider = create_session(path, device, threads)
+            session, provider = create_session(path, device, threads, cuda_options)
             if manifest.variants[variant].status != "passed" and provider != CUDA_PROVIDER:
                 raise ProviderError(
                     f"variant {variant!r} is {manifest.variants[variant].status} and cannot "
@@ -183,7 +185,7 @@ class ItemEncoder:
             # Try the GPU variant on the requested device; if ORT ends up on the CPU EP,
             # switch to the CPU's best variant (fp16 is never served on CPU).
             variant = choose_variant(manifest, CUDA_PROVIDER)
-            session, provider = create_session(manifest.variant_path(variant), device, threads)
+            session, provider = create_session(manifest.variant_path(variant), device, threads, cuda_options)
             if provider != CUDA_PROVIDER:
                 cpu_variant = choose_variant(manifest, CPU_PROVIDER)
                 if cpu_variant != variant:

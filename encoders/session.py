@@ -10,6 +10,7 @@ for CUDA and read back ``session.get_providers()``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +38,8 @@ def _session_options(threads: int) -> ort.SessionOptions:
 
 
 def create_session(
-    model_file: Path | str, device: Device = "auto", threads: int = 0
+    model_file: Path | str, device: Device = "auto", threads: int = 0,
+    cuda_options: Mapping[str, str] | None = None,
 ) -> tuple[ort.InferenceSession, str]:
     """Create an inference session on the requested device.
 
@@ -46,6 +48,9 @@ def create_session(
         device: ``"cuda"`` (fail if CUDA cannot run), ``"cpu"``, or ``"auto"`` (CUDA when
             usable, else CPU with a log line).
         threads: intra-op threads for the CPU EP; 0 lets onnxruntime decide.
+        cuda_options: CUDA execution provider options, passed as they are (e.g.
+            ``arena_extend_strategy``, ``cudnn_conv_algo_search``, ``use_tf32``): what
+            ``recstream bench encoder`` measures before one is kept as a setting.
 
     Returns:
         ``(session, provider)`` where provider is the execution provider actually in use
@@ -67,7 +72,7 @@ def create_session(
             ort.set_default_logger_severity(4)
             try:
                 session = ort.InferenceSession(
-                    path, sess_options=options, providers=[CUDA_PROVIDER, CPU_PROVIDER]
+                    path, sess_options=options, providers=[(CUDA_PROVIDER, dict(cuda_options or {})), CPU_PROVIDER]
                 )
             finally:
                 ort.set_default_logger_severity(2)  # onnxruntime's default: warnings

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +98,14 @@ def measure_shapes(
     token_buckets: Sequence[int] = DEFAULT_TOKEN_BUCKETS,
     burst: int = 4096,
     batch_sizes: Sequence[int] = (1, 32, 256),
+    cuda_options: Mapping[str, str] | None = None,
     say: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """One setting's first-shape figures (see the module docstring)."""
 
     def load() -> ItemEncoder:
         return ItemEncoder.load(model_dir, device=device, threads=threads, verify_hashes=False,
-                                shape_buckets=shape_buckets, token_buckets=token_buckets)
+                                shape_buckets=shape_buckets, token_buckets=token_buckets, cuda_options=cuda_options)
 
     began = time.perf_counter()
     encoder = load()
@@ -144,6 +145,7 @@ def measure_shapes(
         "items_s_by_batch": by_batch,
         "new_shape_runs": new_shape_runs + fresh.new_shape_runs,
         "gpu_memory_mb": gpu_memory_mb(),
+        "cuda_options": dict(cuda_options or {}),
         "provider": fresh.provider,
         "variant": fresh.variant,
     }
@@ -159,16 +161,19 @@ def compare_shapes(model_dir: Path, *, device: str, threads: int,
 
 
 def sweep_shapes(model_dir: Path, *, device: str, threads: int, bucket_sets: dict[str, Sequence[int]],
-                 burst: int = 4096, say: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+                 burst: int = 4096, cuda_options: Mapping[str, str] | None = None,
+                 say: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Buckets off (``buckets_off``), then each named token-bucket set, each in a fresh
-    process: the figures a bucket set for a GPU is chosen from."""
+    process (with ``cuda_options`` on every side): the figures a bucket set for a GPU is
+    chosen from."""
     settings = {"buckets_off": ("off", DEFAULT_TOKEN_BUCKETS)} | {n: ("on", b) for n, b in bucket_sets.items()}
     out = {}
     for name, (mode, buckets) in settings.items():
         say(f"shapes: {name} in a fresh process")
         command = [sys.executable, "-m", "export.bench_shapes", "--model-dir", str(model_dir), "--device", device,
                    "--threads", str(threads), "--shape-buckets", mode, "--burst", str(burst),
-                   "--token-buckets", ",".join(map(str, buckets))]
+                   "--token-buckets", ",".join(map(str, buckets)),
+                   *(f"--cuda-option={k}={v}" for k, v in (cuda_options or {}).items())]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-2000:]}")
@@ -192,16 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", nargs="+", metavar="BUCKETS",
                         help="compare buckets off and each comma-separated token-bucket set, each in a fresh "
                              "process (e.g. --sweep 16,32,64,128,256 16,24,32,48,64,96,128,192,256)")
+    parser.add_argument("--cuda-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a CUDA provider option, repeatable (e.g. arena_extend_strategy=kSameAsRequested)")
     args = parser.parse_args(argv)
+    cuda_options = dict(option.split("=", 1) for option in args.cuda_option)
     if args.sweep:
         sets = {f"buckets {s}": [int(b) for b in s.split(",") if b.strip()] for s in args.sweep}
         print(json.dumps(sweep_shapes(args.model_dir, device=args.device, threads=args.threads, bucket_sets=sets,
-                                      burst=args.burst, say=lambda message: print(message, file=sys.stderr))))
+                                      burst=args.burst, cuda_options=cuda_options, say=lambda message: print(message, file=sys.stderr))))
         return 0
     result = measure_shapes(args.model_dir, device=args.device, threads=args.threads,
                             shape_buckets=args.shape_buckets,
                             token_buckets=[int(b) for b in args.token_buckets.split(",") if b.strip()],
-                            burst=args.burst)
+                            burst=args.burst, cuda_options=cuda_options)
     print(json.dumps(result))
     return 0
 

@@ -240,6 +240,11 @@ class ModelSettings(_Section):
                     "each run once before the worker reports ready: onnxruntime's CUDA provider pays ~75 ms for a "
                     "shape it has not seen. auto: on for CUDA only (the CPU has no such cost; padding only costs).",
     )
+    cuda_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="onnxruntime CUDA provider options, as they are (JSON object, e.g. "
+                    '{"arena_extend_strategy": "kSameAsRequested"}); measure with bench encoder first.',
+    )
     token_buckets: tuple[int, ...] = Field(
         DEFAULT_TOKEN_BUCKETS, min_length=1,
         description="Token-length buckets of shape_buckets (JSON list; the model's max length is always the top one).",

@@ -30,7 +30,8 @@ def register(ctx: WorkerContext) -> None:
     encoder = encoder_thread.submit(ItemEncoder.load, settings.model_dir, device=settings.model.device,
                                    threads=settings.model.threads, shape_buckets=settings.model.shape_buckets,
                                    token_buckets=settings.model.token_buckets,
-                                   max_rows=settings.model.batch_size).result()
+                                   max_rows=settings.model.batch_size,
+                                   cuda_options=settings.model.cuda_options).result()
     log.info("encoder %s on %s (%s%s)", encoder.version, encoder.provider, encoder.variant,
              f", {len(encoder.buckets.shapes())} shapes warmed in {encoder.warm_up_s:.1f} s" if encoder.buckets else "")
     ctx.encoder_version = encoder.version
