@@ -99,10 +99,9 @@ def choose_variant(manifest: Manifest, provider: str) -> str:
             continue
         return name
     held = sorted(v for v in manifest.variants if manifest.has(v))
-    raise ModelDirError(
-        f"{manifest.model_dir} holds only {', '.join(held)}, which cannot run on {provider}: give this "
-        f"worker the directory's {', '.join(manifest.variants[v].file for v in _PREFERENCE.get(provider, ()) if v in manifest.variants)} too"
-    )
+    wanted = [manifest.variants[v].file for v in _PREFERENCE.get(provider, ()) if v in manifest.variants]
+    raise ModelDirError(f"{manifest.model_dir} holds only {', '.join(held)}, which cannot run on {provider}: "
+                        f"give this worker the directory's {' or '.join(wanted)} too")
 
 
 class ItemEncoder:
