@@ -234,6 +234,9 @@ def _topic_items() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pipeline(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("worker"))
+    # The encoder as on a GPU (shape buckets, every shape warmed before the worker is ready;
+    # off by default on the CPU): the items these tests encode all go through padded runs.
+    pipe.env |= {"RECSTREAM_MODEL__SHAPE_BUCKETS": "on", "RECSTREAM_MODEL__TOKEN_BUCKETS": "[16, 64]"}
     pipe.start_worker()
     try:
         pipe.items(_topic_items())
@@ -276,6 +279,11 @@ def test_a_new_item_is_recommendable_at_once(pipeline: Pipeline) -> None:
     trigger = pipeline.click("dave", "space-0", NOW_S + 110)
     [rec] = pipeline.recommendations([trigger])[trigger]
     assert "space-new" in [i["item_id"] for i in rec["items"]]
+
+
+def test_the_encoder_warmed_its_shapes_before_serving(pipeline: Pipeline) -> None:
+    # token buckets 16, 64 and the model's 256; rows 1, 2, 4, 8 (the CPU's runs take 8 texts)
+    assert re.search(r"encoder \S+ on CPUExecutionProvider \(\w+, 12 shapes warmed in", pipeline.log_path.read_text())
 
 
 def test_deleted_items_are_never_recommended(pipeline: Pipeline) -> None:
