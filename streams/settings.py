@@ -11,7 +11,7 @@ README's configuration table from them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -245,7 +245,7 @@ class ModelSettings(_Section):
         description="onnxruntime CUDA provider options, as they are (JSON object, e.g. "
                     '{"arena_extend_strategy": "kSameAsRequested"}); measure with bench encoder first.',
     )
-    token_buckets: tuple[int, ...] = Field(
+    token_buckets: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         DEFAULT_TOKEN_BUCKETS, min_length=1,
         description="Token-length buckets of shape_buckets (JSON list; the model's max length is always the top one).",
     )
