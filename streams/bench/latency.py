@@ -382,11 +382,9 @@ class BenchRun:
             "RECSTREAM_RECOMMEND": self.settings.recommend.model_dump_json(),
             "RECSTREAM_LIMITS": self.settings.limits.model_dump_json(),
             "RECSTREAM_INDEX__KIND": self.settings.index.kind,
-            "RECSTREAM_MODEL__DIR": str(self.settings.model_dir),  # the encode stage's (when it runs)
-            "RECSTREAM_MODEL__BATCH_SIZE": str(self.settings.model.batch_size),
-            "RECSTREAM_MODEL__BATCH_WAIT_MS": str(self.settings.model.batch_wait_ms),
-            "RECSTREAM_MODEL__THREADS": str(self.settings.model.threads),
-            "RECSTREAM_MODEL__NICE": str(self.settings.model.nice),
+            # the encode stage's (when it runs), device and shape buckets included: a GPU worker
+            # is benched with RECSTREAM_MODEL__DEVICE=cuda
+            "RECSTREAM_MODEL": self.settings.model.model_copy(update={"dir": self.settings.model_dir}).model_dump_json(),
             **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.items()},
         })
         if self.settings.index.url:
