@@ -111,6 +111,7 @@ class Phase:
     send_lag_ms_p99: float = 0.0
     first_sent_s: float = 0.0  # time.time() of the first send
     cpu_ms_per_click: float | None = None  # the worker's (or relay's) CPU, send start -> last answer
+    cpu_ms_per_click_by_thread: dict[str, float] = field(default_factory=dict)  # the worker's, by thread role
     sent_at_s: np.ndarray | None = None  # time.time() each answered click was sent, as latencies_ms
 
 
@@ -155,6 +156,39 @@ def cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of a process's threads, by role (Linux /proc; {} elsewhere): the
+    main thread (``main``: the event loop that serves clicks), and the others by name with
+    their number dropped (``edge-search``: Qdrant Edge's pool; ``python``: threads Python
+    started without a native name, as faust's consumer thread). Why: one worker is one
+    process whose work shares the GIL; which thread spends its CPU says what to make cheaper."""
+    if pid is None:
+        return {}
+    out: dict[str, float] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        role = "main" if task.name == str(pid) else comm.rstrip("0123456789").rstrip("-_") or comm
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return out
+
+
+def cpu_ms_per_click_by_thread(before: dict[str, float], after: dict[str, float], clicks: int) -> dict[str, float]:
+    """:func:`thread_cpu_seconds` readings turned into CPU ms per click, by role (roles that
+    spent nothing left out)."""
+    if not clicks:
+        return {}
+    spent = {role: (after[role] - before.get(role, 0.0)) * 1000.0 / clicks for role in after}
+    return {role: round(ms, 3) for role, ms in sorted(spent.items(), key=lambda kv: -kv[1]) if ms > 0}
 
 
 def cpu_times(pids: dict[str, int | None]) -> dict[str, float | None]:
@@ -455,6 +489,7 @@ class BenchRun:
         start = len(self.received)
         pids = self.pids()
         cpu_before = cpu_times(pids)
+        threads_before = thread_cpu_seconds(pids.get("worker")) if pipeline else {}
         buckets_before = histogram_buckets(await asyncio.to_thread(scrape, self.metrics_port), CLICK_HISTOGRAM) if pipeline else {}
         if not quiet:
             self.display.update(f"{name}: {rate:,.0f} clicks/s for {seconds:g} s")
@@ -495,6 +530,7 @@ class BenchRun:
             await asyncio.sleep(0.05)
 
         cpu_drained = cpu_times(pids)  # every answer is in: the CPU that serving these clicks took
+        threads_drained = thread_cpu_seconds(pids.get("worker")) if pipeline else {}
         ok = ~np.isnan(arrival) & ~np.isnan(generated) if pipeline else ~np.isnan(arrival)
         latencies_ms = (arrival[ok] - result.sent_s[ok]) * 1000.0
         span_s = float(np.nanmax(arrival) - result.sent_s[0]) if answered else 0.0
@@ -508,6 +544,7 @@ class BenchRun:
             cpu_util=cpu_util(cpu_before, cpu_after, wall_s),
             cpu_ms_per_click=_cpu_ms_per_click(cpu_before, cpu_drained, "worker" if pipeline else "relay", answered),
             sent_at_s=result.sent_s[ok],
+            cpu_ms_per_click_by_thread=cpu_ms_per_click_by_thread(threads_before, threads_drained, answered),
         )
         if pipeline:
             phase.to_generated_ms = (generated[ok] - result.sent_s[ok]) * 1000.0
@@ -589,6 +626,8 @@ def _phase_report(phase: Phase) -> dict[str, Any]:
         "send_lag_ms_p99": phase.send_lag_ms_p99, "send_lag_ms_max": phase.send_lag_ms_max, "throughput_clicks_s": phase.throughput_clicks_s,
         "cpu_util": phase.cpu_util, "cpu_ms_per_click": phase.cpu_ms_per_click,
     }
+    if phase.cpu_ms_per_click_by_thread:
+        out["worker_cpu_ms_per_click_by_thread"] = phase.cpu_ms_per_click_by_thread
     if phase.to_generated_ms is not None and phase.to_generated_ms.size:
         out["send_to_generated_ms"] = percentiles_ms(phase.to_generated_ms)
         out["generated_to_arrival_ms"] = percentiles_ms(phase.from_generated_ms)
@@ -812,6 +851,7 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn
                             "send_failures": pipeline.send_failures + relay.send_failures},
                 "late_sends": {"pipeline": pipeline.late_sends, "relay": relay.late_sends},
                 "cpu_ms_per_click": {"worker": pipeline.cpu_ms_per_click, "relay": relay.cpu_ms_per_click},
+                "worker_cpu_ms_per_click_by_thread": pipeline.cpu_ms_per_click_by_thread,
             })
             diagnostics["pipeline"] = _phase_report(pipeline)
             diagnostics["relay"] = _phase_report(relay)

@@ -73,3 +73,27 @@ def test_freshness_observes_applied_upserts_only():
     _observe_freshness(histogram, [ok, late, tombstone, bad, no_ts, future], [(bad, ValueError("bad"))],
                        now_s=100.0)
     assert [round(s, 3) for s in seen] == [0.05, 1.0, 0.0]
+
+
+def test_the_workers_cpu_is_split_by_thread_role():
+    import os
+    import threading
+
+    from streams.bench.latency import cpu_ms_per_click_by_thread, thread_cpu_seconds
+
+    now = thread_cpu_seconds(os.getpid())
+    assert "main" in now and all(v >= 0 for v in now.values())
+    idle = threading.Event()
+    named = threading.Thread(target=idle.wait, name="x")  # Python names no native thread: "python"
+    named.start()
+    try:
+        assert "python" in thread_cpu_seconds(os.getpid())
+    finally:
+        idle.set()
+        named.join()
+    assert thread_cpu_seconds(None) == {}
+    before = {"main": 1.0, "edge-search": 0.5}
+    after = {"main": 2.0, "edge-search": 0.7, "python": 0.1}
+    assert cpu_ms_per_click_by_thread(before, after, 100) == {"main": 10.0, "edge-search": 2.0, "python": 1.0}
+    assert cpu_ms_per_click_by_thread(before, before, 100) == {}
+    assert cpu_ms_per_click_by_thread(before, after, 0) == {}
