@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.catalog import ItemCatalog
@@ -63,6 +63,7 @@ from streams.settings import Settings
 from streams.stages.context import limits_of
 from streams.stages.crowd import encode_events
 from streams.stages.index_replica import fold_item_vectors
+from streams.stages.transactions import BatchTransactions
 from streams.stages.user_states import changelog_topic
 from streams.topics import read_ranges, state_changelog_configs, wait_for_partitions
 
@@ -72,7 +73,7 @@ log = logging.getLogger(__name__)
 #: at one time: the click is applied, then forgotten).
 VECTOR, CLICK, CONTROL = 0, 1, 2
 #: The longest a rebuild's single transaction may stay open (Kafka's transaction.max.timeout.ms default).
-TRANSACTION_TIMEOUT_MS = 900_000
+TRANSACTION_TIMEOUT_S = 900.0
 
 
 class RebuildError(RecstreamError, RuntimeError):
@@ -330,16 +331,17 @@ async def ensure_changelog(settings: Settings, group: str) -> None:
 
 async def _commit(settings: Settings, group: str, records: list[tuple[str, bytes | None, bytes, int | None]],
                   offsets: dict[TopicPartition, int]) -> None:
-    producer = AIOKafkaProducer(**{**settings.kafka.producer_kwargs(), "acks": "all"},
-                                transactional_id=f"{group}-rebuild", transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
-    await producer.start()
+    """Every record and the group's offsets in one transaction (the workers' transactional
+    producer, with a rebuild's longer timeout)."""
+    txn = BatchTransactions(settings.kafka, transactional_id=f"{group}-rebuild", group_id=group,
+                            timeout_s=TRANSACTION_TIMEOUT_S)
     try:
-        async with producer.transaction():
-            for topic, key, value, partition in records:
-                await producer.send(topic, value, key=key, partition=partition)
-            if offsets:
-                await producer.send_offsets_to_transaction(offsets, group)
+        await txn.begin()
+        for topic, key, value, partition in records:
+            await txn.send(topic, key, value, partition)
+        await txn.commit({(tp.topic, tp.partition): offset for tp, offset in offsets.items()})
     except Exception as exc:
+        await txn.abort()
         raise RebuildError(f"the rebuild's transaction was not committed ({exc!r}); nothing of it is visible") from exc
     finally:
-        await producer.stop()
+        await txn.stop()

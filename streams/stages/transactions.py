@@ -40,10 +40,14 @@ from streams.settings import KafkaSettings
 class BatchTransactions:
     """A transactional producer that commits one batch's records with its input offsets."""
 
-    def __init__(self, kafka: KafkaSettings, *, transactional_id: str, group_id: str) -> None:
+    def __init__(self, kafka: KafkaSettings, *, transactional_id: str, group_id: str,
+                 timeout_s: float | None = None) -> None:
+        """``timeout_s``: how long the broker lets a transaction stay open before it aborts
+        it (default ``kafka.transaction_timeout_s``: a batch's)."""
         self.kafka = kafka
         self.transactional_id = transactional_id
         self.group_id = group_id
+        self.timeout_s = kafka.transaction_timeout_s if timeout_s is None else timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._began = 0.0
 
@@ -58,7 +62,7 @@ class BatchTransactions:
         if self._producer is None:
             producer = AIOKafkaProducer(**{**self.kafka.producer_kwargs(), "acks": "all"},
                                         transactional_id=self.transactional_id,
-                                        transaction_timeout_ms=int(self.kafka.transaction_timeout_s * 1000))
+                                        transaction_timeout_ms=int(self.timeout_s * 1000))
             await producer.start()
             self._producer = producer
 
