@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.brokers import LocalBroker, free_port
 from streams.metrics import sample, scrape
 from streams.modelstore import ensure_model
 from streams.settings import KafkaSettings, Settings, TopicSettings
 from streams.topics import ensure_topics
+from tests.integration.topic_reads import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -130,25 +131,7 @@ class Pipeline:
 
     def read_all(self, topic: str, **options: Any) -> list[Any]:
         """Every message of ``topic`` up to its end offsets as of now."""
-
-        async def run() -> list[Any]:
-            consumer = AIOKafkaConsumer(**{**self.kafka.consumer_kwargs(), **options}, group_id=None,
-                                        auto_offset_reset="earliest", enable_auto_commit=False)
-            await consumer.start()
-            try:
-                tps = [TopicPartition(topic, p) for p in range(self.topics.partitions)]
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                end = await consumer.end_offsets(tps)
-                messages: list[Any] = []
-                while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-                    for batch in (await consumer.getmany(timeout_ms=500)).values():
-                        messages.extend(batch)
-                return messages
-            finally:
-                await consumer.stop()
-
-        return asyncio.run(run())
+        return read_to_end(self.kafka, topic, **options)
 
     def recommendations(self, triggers: list[tuple[int, int]],
                         timeout_s: float = 30.0) -> dict[tuple[int, int], list[dict]]:

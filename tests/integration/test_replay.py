@@ -21,7 +21,8 @@ from aiokafka.structs import OffsetAndMetadata
 from streams.metrics import sample, scrape
 from streams.replay import ReplayError, changelog_topic, run_replay
 from streams.settings import KafkaSettings, Settings, TopicSettings
-from streams.topics import ensure_topics, wait_for_partitions
+from streams.topics import ensure_topics
+from tests.integration.topic_reads import read_to_end
 
 pytestmark = pytest.mark.integration
 #: An hour ago: records far older would be deleted by the topics' retention mid-test.
@@ -205,26 +206,6 @@ def _replay_cli(kafka: KafkaSettings, topics: TopicSettings, group: str, data_di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _committed_records(kafka: KafkaSettings, topic: str) -> list:
-    async def run() -> list:
-        consumer = AIOKafkaConsumer(**{**kafka.consumer_kwargs(), "isolation_level": "read_committed"},
-                                    group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in await wait_for_partitions(kafka, topic)]
-            consumer.assign(tps)
-            end = await consumer.end_offsets(tps)
-            out: list = []
-            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    out.extend(batch)
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(run())
-
-
 def test_two_rebuilds_give_the_same_recommendations(kafka_settings: KafkaSettings, topic_settings: TopicSettings,
                                                      tmp_path: Path) -> None:
     """Two ``replay --rebuild-state`` runs over the same log, each in its own process: every
@@ -235,8 +216,8 @@ def test_two_rebuilds_give_the_same_recommendations(kafka_settings: KafkaSetting
     n_clicks, bad, forgotten = _produce_log(kafka_settings, topic_settings)
     reports = [_replay_cli(kafka_settings, topic_settings, group, tmp_path) for _ in range(2)]
     assert reports[0]["rebuild"]["clicks"] == n_clicks and reports[0]["rebuild"]["forgets"] == 1
-    recs = [json.loads(m.value) for m in _committed_records(kafka_settings, topic_settings.recommendations)]
-    letters = [json.loads(m.value) for m in _committed_records(kafka_settings, topic_settings.dead_letters)]
+    recs = [json.loads(m.value) for m in read_to_end(kafka_settings, topic_settings.recommendations)]
+    letters = [json.loads(m.value) for m in read_to_end(kafka_settings, topic_settings.dead_letters)]
     runs: list[dict[tuple[int, int], dict]] = [{}, {}]
     for rec in recs:  # the first rebuild's come first in each partition
         trigger = (rec["trigger"]["partition"], rec["trigger"]["offset"])
@@ -253,7 +234,7 @@ def test_two_rebuilds_give_the_same_recommendations(kafka_settings: KafkaSetting
     differ = [t for t in runs[0] if runs[0][t] != runs[1].get(t)]
     assert not differ, f"{len(differ)} of {len(runs[0])} records differ between the rebuilds, e.g. {differ[:3]}"
     assert all(rec["items"] for rec in runs[0].values()), "every click got a list"
-    changelog = _committed_records(kafka_settings, changelog_topic(group))
+    changelog = read_to_end(kafka_settings, changelog_topic(group))
     assert len({m.key for m in changelog}) == 25
     changelog = changelog[-25:]  # the second rebuild's (the first one's topic was deleted)
     tp = TopicPartition(topic_settings.clicks, 0)
@@ -300,7 +281,7 @@ def _a_worker_serves_on_from_the_rebuilt_states(kafka: KafkaSettings, topics: To
 
         asyncio.run(click())
         deadline = time.monotonic() + 60
-        while len(recs := _committed_records(kafka, topics.recommendations)) <= answered:
+        while len(recs := read_to_end(kafka, topics.recommendations)) <= answered:
             assert time.monotonic() < deadline, "the new click was not answered"
             time.sleep(0.5)
         assert len(recs) == answered + 1, "a replayed click was answered again"
