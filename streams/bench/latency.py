@@ -147,15 +147,20 @@ _decode_dead = msgspec.json.Decoder(_DeadHead).decode
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat_cpu_seconds(stat: Path) -> float:
+    """User + system CPU seconds in a /proc ``stat`` file (a process's or a thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of a process so far (Linux /proc), or None."""
     if pid is None:
         return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
@@ -174,11 +179,11 @@ def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
     for task in tasks:
         try:
             comm = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = _stat_cpu_seconds(task / "stat")
         except OSError:  # the thread ended meanwhile
             continue
         role = "main" if task.name == str(pid) else comm.rstrip("0123456789").rstrip("-_") or comm
-        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        out[role] = out.get(role, 0.0) + seconds
     return out
 
 
