@@ -172,7 +172,11 @@ def run_encoder_bench(
         "shape_buckets": list(encoder.buckets.tokens) if encoder.buckets else None,
     }
     if shapes:
-        del model  # the shapes processes get the GPU to themselves
+        # The shapes are measured in processes of their own (their GPU memory is read per
+        # process); the torch model's cached blocks go back to the GPU first.
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
         result["shapes"] = compare_shapes(model_dir, device=device, threads=threads, token_buckets=token_buckets,
                                           burst=burst or (4096 if device == "cuda" else 512), say=say)
     if chart_path is not None:
