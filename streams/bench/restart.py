@@ -164,7 +164,8 @@ def run_restart_bench(
             :func:`streams.bench.latency.run_latency_bench`.
 
     Returns:
-        ``users, items, broker, state_store, state_mb, cold_start`` and ``restart`` (each
+        ``users, items, broker, state_store, state_mb, state_bytes_per_user`` (an encoded
+        state's bytes), ``cold_start`` and ``restart`` (each
         ``{"seconds", "index_resumed", "index_catch_up_s", "ann_build_s"}``), ``target_s``,
         ``met``.
 
@@ -208,6 +209,7 @@ async def _run(bench: BenchRun, ready_timeout_s: float) -> dict[str, Any]:
         display.done(f"after a crash: serving after {crashed['seconds']} s")
     finally:
         await bench.close()
-    return {"state_mb": round(written / 1e6, 1), "cold_start": cold, "restart": warm, "after_crash": crashed,
+    return {"state_mb": round(written / 1e6, 1), "state_bytes_per_user": round(written / bench.users),
+            "cold_start": cold, "restart": warm, "after_crash": crashed,
             "session_timeout_s": bench.settings.kafka.session_timeout_s,
             "target_s": TARGET_S, "met": warm["seconds"] <= TARGET_S}

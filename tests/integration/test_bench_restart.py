@@ -28,7 +28,7 @@ def test_templates_are_real_users_of_several_clicks() -> None:
     assert len(states) == 5
     for state in states:
         assert 1 <= len(seen_items(state)) <= 12 and state.interests
-        assert len(encode_state(state)) > 384 * 4  # at least one 384-d float32 centroid
+        assert len(encode_state(state)) > 2 * 384 * 2  # a centroid and the session, 384-d float16
 
 
 def test_restart_reads_only_what_the_cold_start_left(kafka_broker: LocalBroker, tmp_path: Path) -> None:
@@ -39,6 +39,7 @@ def test_restart_reads_only_what_the_cold_start_left(kafka_broker: LocalBroker, 
                                progress=False, keep_dir=keep)
 
     assert (report["users"], report["state_store"]) == (600, "rocksdb") and report["state_mb"] > 0
+    assert 2 * 384 * 2 < report["state_bytes_per_user"] < 5 * 384 * 4  # float16 vectors
     for start in ("cold_start", "restart"):
         assert report[start]["seconds"] > 0 and report[start]["index_catch_up_s"] is not None
     # The cold start read every item vector; the restart resumed from the replica's snapshot.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -311,9 +313,39 @@ def test_a_forgotten_user_is_not_brought_back_by_clicks_from_before_the_forget()
     assert decode_state(encode_state(after)) == after
 
 
-def test_a_state_written_before_the_forget_fence_existed_still_decodes():
+def _float32_layout(state, fields: int):
+    """``state`` as a worker wrote it before vectors were stored in float16: float32 vectors,
+    no ``half`` flags, and only the first ``fields`` fields of the state."""
     import msgspec
 
+    def f32(raw: bytes) -> bytes:
+        return np.frombuffer(raw, dtype="<f2").astype("<f4").tobytes()
+
+    fields_of = msgspec.msgpack.decode(encode_state(state))
+    fields_of[1] = [[f32(c), w, t, n] for c, w, t, n, _half in fields_of[1]]
+    fields_of[2] = f32(fields_of[2]) if fields_of[2] else b""
+    return msgspec.msgpack.encode(fields_of[:fields])
+
+
+def test_a_state_written_before_the_forget_fence_existed_still_decodes():
     state = apply(None, [("i00", T0, 1.0, True)])
-    old_layout = msgspec.msgpack.encode(msgspec.msgpack.decode(encode_state(state))[:-1])  # no forgotten_at_s
-    assert decode_state(old_layout) == state
+    old = decode_state(_float32_layout(state, 9))  # no forgotten_at_s
+    assert old.forgotten_at_s == -math.inf and old.clicks == state.clicks and old.recent == state.recent
+
+
+def test_vectors_are_stored_in_float16_and_float32_states_still_read():
+    state = apply(None, [("i00", T0, 1.0, True), ("i10", T0 + 1, 1.0, True)])
+    assert all(i.half for i in state.interests) and state.session_half
+    assert len(state.interests[0].centroid) == 2 * DIM  # half of float32's bytes
+    old = decode_state(_float32_layout(state, 10))
+    assert not old.session_half and not any(i.half for i in old.interests)
+    assert len(old.interests[0].centroid) == 4 * DIM
+    for before, now in zip(old.interests, state.interests, strict=True):
+        assert np.allclose(before.vector, now.vector, atol=1e-6)  # the same float16 values, widened
+    assert np.allclose(old.session_array, state.session_array, atol=1e-6)
+    # the next click rewrites what it touches in float16; the rest is read as it was
+    later = apply(old, [("i01", T0 + 2, 1.0, True)])
+    assert later.session_half and len(later.session) == 2 * DIM
+    assert decode_state(encode_state(later)) == later
+    assert np.allclose(active_interests(later, T0 + 2, PARAMS)[0][0], active_interests(
+        apply(state, [("i01", T0 + 2, 1.0, True)]), T0 + 2, PARAMS)[0][0], atol=1e-3)
