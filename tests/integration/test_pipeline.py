@@ -914,3 +914,55 @@ def test_two_workers_rank_with_the_crowd_of_all_clicks(kafka_broker: LocalBroker
         for item in items:
             assert rows[item].keys() == reference[item].keys(), f"{worker}: neighbours of {item}"
             assert np.allclose([rows[item][n] for n in reference[item]], list(reference[item].values()))
+
+
+# A Chinese catalogue: the same three topics, titles and ids in Chinese.
+SPACE_ZH = ["火箭发射升空，飞往国际空间站", "宇航员在月球表面行走", "天文望远镜拍摄到遥远的星系",
+            "火星车发现古老的河床", "卫星在夜空中环绕地球运行", "飞船与轨道空间站对接"]
+COOKING_ZH = ["慢炖番茄意面酱的做法", "在家烤制酸面包", "橄榄油香草烤蔬菜", "经典法式洋葱汤食谱",
+              "浓缩咖啡巧克力蛋糕", "蒜香姜丝炒面"]
+JAZZ_ZH = ["爵士三重奏现场演奏比波普标准曲", "摇摆乐时代的萨克斯独奏", "烟雾缭绕的爵士俱乐部里的钢琴即兴",
+           "大乐队爵士音乐会", "冷爵士年代的小号抒情曲", "爵士鼓手的鼓刷技巧"]
+
+
+def test_a_chinese_catalogue_is_served_with_the_chinese_encoder(kafka_broker: LocalBroker,
+                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A worker given the packaged Chinese encoder (m3e-small) serves a catalogue whose titles,
+    ids and users are Chinese, as UTF-8 JSON: each click gets its list, the user's topic comes
+    first, the reasons are the user's own items, and a service pulls the list by the user's id."""
+    pytest.importorskip("torch")  # the encoder is exported on first use
+    from export.exporter import model_source
+    from streams.settings import ModelSettings
+
+    try:
+        model_source("m3e-small")
+    except Exception as exc:  # noqa: BLE001 - make setup installs it; say so rather than pass silently
+        pytest.skip(f"m3e-small is not installed here: {exc}")
+    pipe = _new_pipeline(kafka_broker, tmp_path_factory.mktemp("chinese"))
+    pipe.env["RECSTREAM_MODEL__DIR"] = str(ensure_model(Settings(model=ModelSettings(name="m3e-small"))))
+    items = {f"{topic}-{n}": title for topic, titles in (("航天", SPACE_ZH), ("烹饪", COOKING_ZH), ("爵士", JAZZ_ZH))
+             for n, title in enumerate(titles)}
+
+    def utf8(record: dict[str, Any]) -> bytes:
+        return json.dumps(record, ensure_ascii=False).encode()
+
+    pipe.start_worker()
+    try:
+        pipe.produce(pipe.topics.items, [(i.encode(), utf8({"item_id": i, "title": t})) for i, t in items.items()])
+        pipe.wait_for(lambda: pipe.metric("recstream_items_indexed_total") >= len(items), what="items indexed")
+        clicks = [("张三", "航天-0"), ("李四", "烹饪-0"), ("张三", "航天-1"), ("李四", "烹饪-1"), ("张三", "航天-2")]
+        triggers = [pipe.produce(pipe.topics.clicks, [(user.encode(), utf8(
+            {"user_id": user, "item_id": item, "ts": NOW_S + n}))])[0] for n, (user, item) in enumerate(clicks)]
+        recs = pipe.recommendations(triggers, timeout_s=60.0)
+        assert all(len(recs[t]) == 1 for t in triggers)
+        [last] = recs[triggers[-1]]
+        assert last["user_id"] == "张三" and last["model"].startswith("m3e-small@")
+        top = last["items"][0]
+        assert top["item_id"].startswith("航天-") and top["item_id"] not in {"航天-0", "航天-1", "航天-2"}, last
+        assert top["because"] and set(top["because"]) <= {"航天-0", "航天-1", "航天-2"}
+
+        status, _, pulled = pipe.get("/users/%E5%BC%A0%E4%B8%89/recommendations?k=3")  # 张三
+        assert status == 200 and pulled["user_id"] == "张三" and pulled["personalised"]
+        assert pulled["items"][0]["item_id"].startswith("航天-")
+    finally:
+        pipe.stop_worker()
