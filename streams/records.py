@@ -166,7 +166,7 @@ class RecommendedItem(msgspec.Struct, frozen=True, kw_only=True):
     because: Annotated[list[str], _doc("The user's own past items this one is closest to (empty for trending).")]
     source: Annotated[str, _doc("Which candidate source put it forward: interest (the user's interest "
                                 "vectors), session (the last clicks), covisit (clicked next by others), colike "
-                                "(liked by the same people), trending (popular now).")]
+                                "(liked by the same people), sequence (the next-item model), trending (popular now).")]
 
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True):
