@@ -29,6 +29,9 @@ from streams.records import (
 
 ROOT = Path(__file__).resolve().parents[3]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: The Chinese README (its "输入与输出" section mirrors "Feed it and read it").
+README_ZH = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+READMES = {"README.md": (README, "## Feed it and read it"), "README.zh-CN.md": (README_ZH, "## 输入与输出")}
 FOLDER = ROOT / "docs" / "schemas"
 DECODERS = {
     "items": lambda raw: decode_item(raw, now_s=1_800_000_000.0),
@@ -51,20 +54,23 @@ def test_the_committed_schema_is_the_generated_one(topic: str):
     jsonschema.Draft202012Validator.check_schema(_schema(topic))
 
 
-def _readme_examples() -> dict[str, str]:
+def _readme_examples(readme: str = "README.md") -> dict[str, str]:
     """``**topic**`` ... the first ```json block after it, in the README's "Feed it" section."""
-    section = README.split("## Feed it and read it", 1)[1].split("\n## ", 1)[0]
+    text, heading = READMES[readme]
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     found = re.findall(r"\*\*([a-z-]+)\*\*.*?```json\n(.*?)\n```", section, flags=re.S)
     return {topic: body for topic, body in found}
 
 
-def test_the_readme_shows_one_example_of_every_record():
-    assert set(_readme_examples()) == set(schemas.TOPIC_RECORDS)
+@pytest.mark.parametrize("readme", sorted(READMES))
+def test_the_readme_shows_one_example_of_every_record(readme: str):
+    assert set(_readme_examples(readme)) == set(schemas.TOPIC_RECORDS)
 
 
+@pytest.mark.parametrize("readme", sorted(READMES))
 @pytest.mark.parametrize("topic", sorted(schemas.TOPIC_RECORDS))
-def test_the_readme_example_is_valid_by_schema_and_decoder(topic: str):
-    example = _readme_examples()[topic]
+def test_the_readme_example_is_valid_by_schema_and_decoder(topic: str, readme: str):
+    example = _readme_examples(readme)[topic]
     jsonschema.validate(json.loads(example), _schema(topic))
     DECODERS[topic](example.encode())
 
