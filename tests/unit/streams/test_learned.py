@@ -77,3 +77,26 @@ def test_with_a_ranker_a_users_list_still_does_not_depend_on_the_batch():
                           questions=lambda b, ids, x, rel: asked.append((b, ids)))
     assert together == [rank_batch([r], k=4, params=RankParams(diversity=0.2), ranker=ranker)[0] for r in requests]
     assert [b for b, _ in asked] == [0, 1, 2] and [len(ids) for _, ids in asked] == [5, 40, 12]
+
+
+def test_the_printed_weights_are_the_fits_optimum_not_where_the_solver_stopped():
+    """Some features nearly repeat each other (a cold item's score and its product with
+    cold_item, say): the weights along such a pair barely change the fit, and a solver that
+    stops early leaves them wherever it was. The weights a command prints must be the one
+    optimum of the regularised fit, whatever the features' scales."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n, f = 20_000, len(FEATURES)
+    x = rng.random((n, f)) * rng.choice([0.01, 1.0, 30.0], size=f)  # scales as different as popularity's
+    cold = rng.random(n) < 0.1
+    x[:, 1] = x[:, 0] * cold + 0.001 * rng.random(n)  # nearly a copy of feature 0's cold part
+    logits = 3.0 * x[:, 0] / x[:, 0].max() - 2.0
+    y = rng.random(n) < 1.0 / (1.0 + np.exp(-logits))
+    answers = [(x[i:i + 20].astype(np.float32), y[i:i + 20]) for i in range(0, n, 20)]
+    ranker = fit_ranker(answers)
+    assert ranker is not None
+    z = np.concatenate([a for a, _ in answers]).astype(np.float64)
+    mean, scale = z.mean(axis=0), z.std(axis=0)
+    exact = LogisticRegression(C=1.0, max_iter=10_000, tol=1e-12).fit((z - mean) / scale, y)
+    assert np.allclose(ranker.coef, exact.coef_[0] / scale, atol=1e-3)
