@@ -417,11 +417,12 @@ def _reinforce(
     items = [i for i, _ in alive]
     weights = [w for _, w in alive]
     if items:
-        cos = _matrix(tuple(items)) @ u
+        centroids = _matrix(tuple(items))  # each stored vector decoded once per click
+        cos = centroids @ u
         best = int(np.argmax(cos))  # first maximum: deterministic
         if cos[best] >= params.merge_threshold:
             old = items[best]
-            c = _blend(old.vector.astype(np.float64), weights[best], u, weight)
+            c = _blend(centroids[best], weights[best], u, weight)
             items[best] = Interest(_to_bytes(c), weights[best] + weight, t, old.count + 1, half=True)
             weights[best] += weight
             return tuple(items)
