@@ -97,13 +97,14 @@ class Pipeline:
 
         return asyncio.run(run())
 
+    # Records go as producers send them: UTF-8 JSON, non-ASCII text unescaped.
     def click(self, user_id: str, item_id: str, ts_s: float, **extra: Any) -> tuple[int, int]:
-        value = json.dumps({"user_id": user_id, "item_id": item_id, "ts": ts_s, **extra}).encode()
+        value = json.dumps({"user_id": user_id, "item_id": item_id, "ts": ts_s, **extra}, ensure_ascii=False).encode()
         return self.produce(self.topics.clicks, [(user_id.encode(), value)])[0]
 
     def items(self, items: dict[str, str]) -> None:
         before = self.metric("recstream_items_indexed_total")
-        self.produce(self.topics.items, [(i.encode(), json.dumps({"item_id": i, "title": t}).encode())
+        self.produce(self.topics.items, [(i.encode(), json.dumps({"item_id": i, "title": t}, ensure_ascii=False).encode())
                                          for i, t in items.items()])
         self.wait_for(lambda: self.metric("recstream_items_indexed_total") >= before + len(items),
                       what=f"{len(items)} items indexed")
@@ -943,16 +944,11 @@ def test_a_chinese_catalogue_is_served_with_the_chinese_encoder(kafka_broker: Lo
     items = {f"{topic}-{n}": title for topic, titles in (("航天", SPACE_ZH), ("烹饪", COOKING_ZH), ("爵士", JAZZ_ZH))
              for n, title in enumerate(titles)}
 
-    def utf8(record: dict[str, Any]) -> bytes:
-        return json.dumps(record, ensure_ascii=False).encode()
-
     pipe.start_worker()
     try:
-        pipe.produce(pipe.topics.items, [(i.encode(), utf8({"item_id": i, "title": t})) for i, t in items.items()])
-        pipe.wait_for(lambda: pipe.metric("recstream_items_indexed_total") >= len(items), what="items indexed")
+        pipe.items(items)
         clicks = [("张三", "航天-0"), ("李四", "烹饪-0"), ("张三", "航天-1"), ("李四", "烹饪-1"), ("张三", "航天-2")]
-        triggers = [pipe.produce(pipe.topics.clicks, [(user.encode(), utf8(
-            {"user_id": user, "item_id": item, "ts": NOW_S + n}))])[0] for n, (user, item) in enumerate(clicks)]
+        triggers = [pipe.click(user, item, NOW_S + n) for n, (user, item) in enumerate(clicks)]
         recs = pipe.recommendations(triggers, timeout_s=60.0)
         assert all(len(recs[t]) == 1 for t in triggers)
         [last] = recs[triggers[-1]]
