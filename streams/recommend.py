@@ -47,7 +47,7 @@ from streams.interest import (
 )
 from streams.ranking import Offers, RankedItem, RankParams, RankRequest, rank_batch
 from streams.records import Click
-from streams.sequence import SequenceModel
+from streams.sequence import SequenceModel, top_n
 from streams.settings import Settings
 from streams.trending import Trending, TrendingParams, TrendingState
 
@@ -353,40 +353,37 @@ class Recommender:
 
     def _sequence(self, plans: Sequence[_Plan]) -> None:
         """The sequence model's view of every plan with a history: one onnxruntime run and
-        one product with the item table for the batch; each plan gets its user vector, the
-        log normaliser of its probabilities and its top items (seen ones dropped), each with
-        the past item closest to it in the model's space as the reason."""
+        one product with the item table for the batch; each plan gets its user vector, its
+        best score over items it has not seen, and its top items (seen ones dropped), each
+        with the past item closest to it in the model's space as the reason.
+
+        An item's score is its probability relative to the user's best item's,
+        ``exp(logit - best)``: the ranking reads a source's scores only relative to the user's
+        best one, so the softmax's normaliser (a sum over the whole catalogue) would cancel.
+        """
         model = self.sequence
         live = [plan for plan in plans if plan.positive]
         if model is None or not live or not model.item_ids:
             return
         histories = [[item_id for item_id, _ in plan.positive] for plan in live]
         users, pasts = model.users(histories, self._text_vectors)
-        # One product for the batch (a quarter of the per-user cost at 100k items). A list
-        # must not depend on the users batched with it: the rows of a matrix product come
-        # out alike whatever the other rows (tests/unit/export/test_sequence.py checks it),
-        # but a lone row would go the matrix-vector way, which rounds differently: pad it.
-        padded = users if len(users) > 1 else np.concatenate([users, np.zeros_like(users)])
-        logits = (padded @ model.table.T)[:len(users)]
+        logits = model.logits(users)
         n = min(self.params.candidates_per_source, len(model.item_ids))
         row_of = model.row
         for b, (plan, history) in enumerate(zip(live, histories, strict=True)):
             scores = logits[b]
-            peak = scores.max()
             plan.user = users[b]
-            plan.log_norm = float(peak) + float(np.log(np.exp(scores - peak).sum(dtype=np.float64)))
             seen = [r for r in (row_of.get(i) for i in plan.seen) if r is not None]
             if seen:
                 scores[seen] = -np.inf
-            top = np.argpartition(-scores, n - 1)[:n]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            top = top[np.isfinite(scores[top])]
+            top = top_n(scores, n)
             if not top.size:
                 continue
+            plan.best = float(scores[top[0]])
             support = np.argmax(model.table[top] @ pasts[b].T, axis=1) + len(history) - len(pasts[b])
-            probabilities = np.exp(scores[top].astype(np.float64) - plan.log_norm)
+            relative = np.exp(scores[top].astype(np.float64) - plan.best)
             plan.sequence = [(model.item_ids[r], float(p), history[s])
-                             for r, p, s in zip(top.tolist(), probabilities.tolist(), support.tolist(), strict=True)]
+                             for r, p, s in zip(top.tolist(), relative.tolist(), support.tolist(), strict=True)]
 
     def _offers(self, plan: _Plan) -> Offers:
         """The plan's offers, once its ANN hits are in (:meth:`_search`).
@@ -502,7 +499,7 @@ class Recommender:
             if rows.size:
                 at = {ids[j]: j for j in rows.tolist()}  # the offers carry the text vectors already
                 embedded = model.embed(list(at), lambda unknown: offers.vectors[[at[i] for i in unknown]])
-                scores[rows, column["sequence"]] = np.exp((embedded @ plan.user).astype(np.float64) - plan.log_norm)
+                scores[rows, column["sequence"]] = np.exp((embedded @ plan.user).astype(np.float64) - plan.best)
 
 
 class Request(NamedTuple):
@@ -527,8 +524,8 @@ class _Plan:
     hits: list[list[Hit]] = field(default_factory=list)
     # the sequence model's, once it ran (Recommender._sequence)
     user: np.ndarray | None = None
-    log_norm: float = 0.0
-    sequence: list[tuple[str, float, str]] = field(default_factory=list)  # (item, probability, because)
+    best: float = 0.0  # the user's best logit over unseen items
+    sequence: list[tuple[str, float, str]] = field(default_factory=list)  # (item, relative probability, because)
 
 
 @dataclass(frozen=True, slots=True)
