@@ -139,3 +139,20 @@ def train_and_export(clicks: Sequence[Click], item_vectors: Mapping[str, np.ndar
     directory, manifest = write_model(model, out_dir, item_ids=item_ids, histories=users, config=config,
                                       losses=losses, trained_on=trained_on)
     return Trained(SequenceModel.load(directory), manifest, directory, model, item_ids)
+
+
+def export_untrained(item_vectors: Mapping[str, np.ndarray], out_dir: Path, *,
+                     config: TrainConfig = TrainConfig()) -> SequenceModel:
+    """A sequence model over ``item_vectors`` as :func:`train_and_export` makes one, without
+    the training: its weights are the initial ones. It costs what a trained model of the same
+    size costs to serve, so benchmarks serve it where they have no clicks to train on."""
+    item_ids = sorted(item_vectors)
+    text = np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_ids])
+    torch.manual_seed(config.seed)
+    model = SASRec(torch.from_numpy(text), dim=config.dim, max_len=config.max_len, layers=config.layers,
+                   heads=config.heads, dropout=config.dropout).eval()
+    rng = np.random.default_rng(config.seed)
+    some = [rng.integers(0, len(item_ids), size=config.max_len).tolist() for _ in range(16)]  # for the parity check
+    directory, _ = write_model(model, out_dir, item_ids=item_ids, histories=some, config=config, losses=[],
+                               trained_on={"clicks": 0, "items": len(item_ids), "untrained": True})
+    return SequenceModel.load(directory)

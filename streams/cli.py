@@ -157,7 +157,7 @@ def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
     from streams.bench.clickpath import run_clickpath_bench
 
     return run_clickpath_bench(_settings(args), items=args.items, clicks=args.clicks, batch=args.batch,
-                               progress=lambda message: log.info("%s", message))
+                               sequence=args.sequence, progress=lambda message: log.info("%s", message))
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -429,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=_positive_int, default=100_000, help="synthetic items in the index")
     p.add_argument("--clicks", type=_positive_int, default=3_000, help="timed clicks")
     p.add_argument("--batch", type=_positive_int, default=64, help="clicks per batch for the batched figure")
+    p.add_argument("--sequence", action="store_true",
+                   help="serve a sequence model over the catalogue too (untrained; needs the export extra)")
     _options(p, INDEX)
     p.set_defaults(handler=cmd_bench_clickpath)
 

@@ -7,6 +7,10 @@ synthetic items in the configured index (Qdrant Edge by default, HNSW built as t
 builds it). The baseline, timed in the same run on the same clicks, is the numpy index doing
 exact search, so the report's ``speedup`` is the configured index against brute force.
 
+With ``--sequence`` the recommender also serves a next-item sequence model over the
+catalogue (untrained: it costs what a trained one of the same size costs), as a worker does
+once ``recstream train`` has published one.
+
 Single-threaded BLAS, as in workers (``run_worker``), so the figure is one core's.
 """
 
@@ -76,7 +80,7 @@ class _Run:
 
 
 def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int = 3_000,
-                        baseline_clicks: int = 500, batch: int = 64,
+                        baseline_clicks: int = 500, batch: int = 64, sequence: bool = False,
                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Per-click CPU time of the click path on the configured index and on exact numpy search.
 
@@ -87,12 +91,15 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
         baseline_clicks: timed clicks on the exact-search baseline (it is slow at 100k).
         batch: clicks per batch for the batched figure (``batched``), timed on the same clicks
             right after the one-at-a-time run, from the same states (a copy).
+        sequence: serve a sequence model too, in both runs (needs the export extra: torch).
         progress: called with a line per step.
 
     Returns:
-        ``{"items","clicks","index","ms_per_click":{"mean","p50","p99"},"clicks_s",
-        "baseline":{"index","clicks","ms_per_click":{...}},"speedup"}``; ``speedup`` is the
-        baseline's mean over the index's mean, on the same first ``baseline_clicks`` clicks.
+        ``{"items","clicks","index","sequence","ms_per_click":{"mean","p50","p99"},"clicks_s",
+        "batched":{"batch","ms_per_click","clicks_s","speedup"},"baseline":{"index","clicks",
+        "ms_per_click"},"speedup"}``; ``sequence`` is the served model's version (None without
+        one); ``speedup`` is the baseline's mean over the index's mean, on the same first
+        ``baseline_clicks`` clicks.
     """
     from threadpoolctl import threadpool_limits
 
@@ -111,10 +118,17 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
     optimize = items >= settings.index.optimize_min_items
 
     with threadpool_limits(1, user_api="blas"), tempfile.TemporaryDirectory(prefix="recstream-clickpath-") as tmp:
+        model = None
+        if sequence:
+            from export.sequence_export import export_untrained
+
+            say(f"exporting a sequence model over {items:,} items")
+            model = export_untrained(dict(zip(ids, vectors, strict=True)), Path(tmp) / "sequence")
         index = open_index(settings.index, dim=vectors.shape[1], path=Path(tmp) / "index")
         try:
             say(f"loading {items:,} items into {index.name}" + (" and building HNSW" if optimize else ""))
             run = _Run(index, vectors, ids, params, optimize)
+            run.recommender.use_sequence(model)
             run.replay(warm)
             states, crowd = dict(run.states), run.recommender.crowd()
             say(f"{clicks:,} clicks on {index.name}, one at a time")
@@ -127,6 +141,7 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
             index.close()
         say(f"{baseline_clicks:,} clicks on numpy exact search (baseline)")
         exact = _Run(MemoryIndex(vectors.shape[1]), vectors, ids, params, optimize=False)
+        exact.recommender.use_sequence(model)
         exact.replay(warm)
         baseline_ms = exact.replay(timed[:baseline_clicks])
 
@@ -135,6 +150,7 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
         "items": items,
         "clicks": len(ms),
         "index": index.name,
+        "sequence": model.version if model is not None else None,
         "ms_per_click": _percentiles(ms),
         "clicks_s": round(1000.0 / float(ms.mean()), 1),
         "batched": {"batch": batch, "ms_per_click": _percentiles(batched_ms),

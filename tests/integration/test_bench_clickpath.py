@@ -29,3 +29,13 @@ def test_small_clickpath_bench_reports_both_indexes(tmp_path: Path) -> None:
         assert all(math.isfinite(v) and v > 0 for v in summary.values())
     assert report["speedup"] > 0 and report["clicks_s"] > 0
     assert len(steps) == 4  # load, one at a time, batched, baseline
+
+
+def test_the_clickpath_bench_serves_a_sequence_model_when_asked(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    steps: list[str] = []
+    report = run_clickpath_bench(Settings(data_dir=tmp_path), items=3000, clicks=40, baseline_clicks=10, batch=8,
+                                 sequence=True, progress=steps.append)
+    assert report["sequence"].startswith("sasrec@")
+    assert steps[0].startswith("exporting a sequence model") and len(steps) == 5
+    assert run_clickpath_bench(Settings(data_dir=tmp_path), items=500, clicks=5, baseline_clicks=5)["sequence"] is None
