@@ -127,7 +127,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> dict[str, Any]:
 
     return run_latency_bench(_settings(args), rate=args.rate, seconds=args.seconds, items=args.items,
                              broker=args.kind, bootstrap_servers=args.bootstrap_servers, mode=args.mode,
-                             plot_path=args.plot, progress=True)
+                             plot_path=args.plot, progress=True, sequence=args.sequence)
 
 
 def cmd_bench_freshness(args: argparse.Namespace) -> dict[str, Any]:
@@ -406,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive_float, default=30.0, help="length of each timed run")
     p.add_argument("--mode", choices=["rate", "saturation", "idle", "all"], default="rate",
                    help="fixed rate; highest rate with p99 < 50 ms; one click after 60 s idle; or all")
+    p.add_argument("--sequence", action="store_true",
+                   help="serve a sequence model over the catalogue too (untrained; needs the export extra)")
     _worker_bench_options(p, "both latency CDFs")
     p.set_defaults(handler=cmd_bench_latency)
     p = command("freshness", "new item -> recommendable, through the real encoder", benches)

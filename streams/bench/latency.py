@@ -316,6 +316,16 @@ class BenchRun:
                    for k in range(self.items))
         await self.produce_bulk(self.topics.item_vectors, records, total=self.items, what="item vectors")
 
+    def publish_sequence_model(self) -> str:
+        """Publish an untrained sequence model over the catalogue where the worker looks for
+        one (its data dir's default); return its version."""
+        from export.sequence_export import export_untrained
+
+        vectors = synthetic_vectors(self.items)
+        model = export_untrained({item_key(k): vectors[k] for k in range(self.items)},
+                                 self.work_dir / "data" / "models" / "sequence")
+        return model.version
+
     async def produce_bulk(self, topic: str, records: Iterable[tuple[bytes, bytes]], *, total: int,
                            what: str) -> int:
         """Produce ``(key, value)`` records, batched for throughput, not latency; return the
@@ -465,6 +475,18 @@ class BenchRun:
                                      f"{self.worker_log}:\n{self._worker_tail()}")
                 return time.monotonic() - started
         raise BenchError(f"the worker did not answer a click within {timeout_s:.0f} s:\n{self._worker_tail()}")
+
+    async def wait_for_model(self, kind: str, version: str, timeout_s: float) -> None:
+        """Return once the worker's ``GET /models`` names ``version`` for ``kind``."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            self.check_worker()
+            served = (await asyncio.to_thread(models_of, self.metrics_port)).get(kind)
+            if served == version:
+                return
+            self.display.update(f"waiting for the worker to serve {kind} model {version} (now: {served})")
+            await asyncio.sleep(0.5)
+        raise BenchError(f"the worker did not serve {kind} model {version} within {timeout_s:.0f} s")
 
     # ----------------------------------------------------------------- one timed stretch
 
@@ -701,6 +723,7 @@ def run_latency_bench(
     saturation_start_rate: float = 500.0,
     ready_timeout_s: float = READY_TIMEOUT_S,
     keep_dir: Path | None = None,
+    sequence: bool = False,
 ) -> dict[str, Any]:
     """Measure click -> recommendation latency through a real broker beside a bare relay.
 
@@ -726,13 +749,17 @@ def run_latency_bench(
         ready_timeout_s: Longest wait for the worker to answer its first click.
         keep_dir: Put the worker's data dir and log here and keep them (default: a temp
             dir, removed afterwards).
+        sequence: Publish a sequence model over the catalogue (untrained: it costs what a
+            trained one of that size costs) where the worker looks for one, and wait until it
+            serves with it (needs the export extra: torch).
 
     Returns:
         The report: ``rate, items, seconds, broker, mode`` and, by mode, ``pipeline_ms``,
         ``relay_ms`` (p50/p90/p99/p999/max), ``ratio_p99``, ``throughput``, ``missing``,
         ``late_sends``, ``idle_click_ms``, ``saturation_clicks_s`` + ``steps`` (pipeline),
         ``relay_saturation_clicks_s`` + ``relay_steps``, ``saturation_ratio``, and
-        ``diagnostics`` (per-phase CPU use, where the pipeline's time goes).
+        ``diagnostics`` (per-phase CPU use, where the pipeline's time goes); ``sequence``:
+        the served sequence model's version, or None.
 
     Raises:
         BenchError: the worker died or never served, or a helper process did not start.
@@ -747,7 +774,7 @@ def run_latency_bench(
         report = asyncio.run(_run(bench, rate=rate, seconds=seconds, mode=mode, burn_in_s=burn_in_s,
                                   idle_s=idle_s, step_s=saturation_step_s, budget_s=saturation_budget_s,
                                   start_rate=saturation_start_rate, ready_timeout_s=ready_timeout_s,
-                                  plot_path=plot_path))
+                                  plot_path=plot_path, sequence=sequence))
         return {"rate": rate, "items": items, "seconds": seconds, "broker": bench.broker, "mode": mode, **report}
 
 
@@ -784,7 +811,7 @@ def bench_run(settings: Settings, *, broker: BrokerChoice, bootstrap_servers: st
 
 async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn_in_s: float, idle_s: float,
                step_s: float, budget_s: float, start_rate: float, ready_timeout_s: float,
-               plot_path: Path | None) -> dict[str, Any]:
+               plot_path: Path | None, sequence: bool = False) -> dict[str, Any]:
     display = bench.display
     report: dict[str, Any] = {}
     # Other processes on the machine skew every figure: say how busy it was (1-min load).
@@ -819,9 +846,15 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn
                     display.done(f"relay saturation: {relay_good} clicks/s at p99 < {SATURATION_P99_MS:g} ms")
                 bench.stop_relay()
 
+        report["sequence"] = None
+        if sequence:
+            with display.stage(f"exporting a sequence model over {bench.items:,} items"):
+                report["sequence"] = await asyncio.to_thread(bench.publish_sequence_model)
         with display.stage("starting the worker"):
             bench.start_worker()
             waited_s = await bench.wait_serving(ready_timeout_s)
+            if sequence:
+                await bench.wait_for_model("sequence", report["sequence"], ready_timeout_s)
         diagnostics["worker_ready_s"] = round(waited_s, 1)
         display.done(f"worker serving after {waited_s:.1f} s")
         with display.stage("pipeline"):
@@ -899,6 +932,18 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn
 
 #: Pulls timed after the pipeline phase (one after another, as a page load would).
 PULLS = 500
+
+
+def models_of(port: int | None) -> dict[str, str]:
+    """A worker's model versions (``GET /models``); empty while it does not answer."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=2.0) as response:
+            return dict(json.loads(response.read())["models"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def measure_pulls(port: int | None, users: int, count: int) -> dict[str, Any]:
@@ -1000,6 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burn-in-s", type=float, default=5.0)
     parser.add_argument("--saturation-start", type=float, default=500.0)
     parser.add_argument("--saturation-budget-s", type=float, default=180.0)
+    parser.add_argument("--sequence", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -1008,7 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
                                broker=args.broker, bootstrap_servers=args.bootstrap_servers, mode=args.mode,
                                plot_path=args.plot, progress=True, keep_dir=args.keep_dir, idle_s=args.idle_s,
                                burn_in_s=args.burn_in_s, saturation_start_rate=args.saturation_start,
-                               saturation_budget_s=args.saturation_budget_s)
+                               saturation_budget_s=args.saturation_budget_s, sequence=args.sequence)
     print(json.dumps(report) if args.json else json.dumps(report, indent=1))
     return 0
 

@@ -43,6 +43,20 @@ def test_short_bench_accounts_for_every_click(kafka_broker: LocalBroker, tmp_pat
     assert report["pull_ms"]["n"] == 500 and report["pull_ms"]["failed"] == 0
     assert 0 < report["pull_ms"]["p50"] <= report["pull_ms"]["p99"]
     assert plot.stat().st_size > 0
+    assert report["sequence"] is None
+
+
+def test_the_bench_serves_a_sequence_model_when_asked(kafka_broker: LocalBroker, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    settings = Settings(data_dir=tmp_path / "data", state={"store": "memory"}, index={"kind": "edge"})
+
+    report = run_latency_bench(settings, rate=20, seconds=2, items=500, mode="rate", burn_in_s=0.5,
+                               bootstrap_servers=kafka_broker.bootstrap_servers, progress=False,
+                               keep_dir=tmp_path / "bench", sequence=True)
+
+    published = (tmp_path / "bench" / "data" / "models" / "sequence" / "latest").read_text().strip()
+    assert report["sequence"].startswith("sasrec@") and published == report["sequence"].replace("@", "-")
+    assert report["missing"] == {"pipeline": 0, "relay": 0, "pipeline_dead_letters": 0, "send_failures": 0}
 
 
 def test_saturation_searches_the_relay_floor_then_the_pipeline(kafka_broker: LocalBroker, tmp_path: Path) -> None:
