@@ -19,7 +19,7 @@ import torch
 
 from export.errors import ExportError
 from export.sequence_model import SASRec
-from export.sequence_train import PAD, TrainConfig, embed, histories, train
+from export.sequence_train import PAD, TrainConfig, embed, histories, network, train
 from streams.records import Click
 from streams.sequence import SequenceManifest, SequenceModel, save_model
 
@@ -148,9 +148,7 @@ def export_untrained(item_vectors: Mapping[str, np.ndarray], out_dir: Path, *,
     size costs to serve, so benchmarks serve it where they have no clicks to train on."""
     item_ids = sorted(item_vectors)
     text = np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_ids])
-    torch.manual_seed(config.seed)
-    model = SASRec(torch.from_numpy(text), dim=config.dim, max_len=config.max_len, layers=config.layers,
-                   heads=config.heads, dropout=config.dropout).eval()
+    model = network(text, config).eval()
     rng = np.random.default_rng(config.seed)
     some = [rng.integers(0, len(item_ids), size=config.max_len).tolist() for _ in range(16)]  # for the parity check
     directory, _ = write_model(model, out_dir, item_ids=item_ids, histories=some, config=config, losses=[],

@@ -65,6 +65,14 @@ def embed(table: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return table[ids.clamp(min=0)] * mask.unsqueeze(-1), mask
 
 
+def network(text_vectors: np.ndarray, config: TrainConfig) -> SASRec:
+    """A :class:`SASRec` of ``config``'s size over ``text_vectors``, with its initial weights
+    (seeded by ``config.seed``)."""
+    torch.manual_seed(config.seed)
+    return SASRec(torch.from_numpy(np.ascontiguousarray(text_vectors, dtype=np.float32)), dim=config.dim,
+                  max_len=config.max_len, layers=config.layers, heads=config.heads, dropout=config.dropout)
+
+
 def train(histories: Sequence[Sequence[int]], text_vectors: np.ndarray, config: TrainConfig = TrainConfig(), *,
           device: str = "cpu", progress: Callable[[int, int, float], None] | None = None,
           time_budget_s: float | None = None,
@@ -84,11 +92,8 @@ def train(histories: Sequence[Sequence[int]], text_vectors: np.ndarray, config: 
     Returns:
         The model (eval mode, on the CPU) and the mean loss of every epoch.
     """
-    torch.manual_seed(config.seed)
     generator = np.random.default_rng(config.seed)
-    model = SASRec(torch.from_numpy(np.ascontiguousarray(text_vectors, dtype=np.float32)), dim=config.dim,
-                   max_len=config.max_len, layers=config.layers, heads=config.heads,
-                   dropout=config.dropout)
+    model = network(text_vectors, config)
     if warm is not None:
         earlier, rows = warm
         model.load_state_dict({k: v for k, v in earlier.state_dict().items() if k != "residual.weight"},
