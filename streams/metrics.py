@@ -86,15 +86,21 @@ class Metrics:
         return cls._instance
 
 
+def fetch(port: int | None, path: str, timeout_s: float = 2.0) -> bytes | None:
+    """The body of a local worker's endpoint ``path``; None while it does not answer (or no port)."""
+    if port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as response:
+            return response.read()
+    except OSError:
+        return None
+
+
 def scrape(port: int | None, timeout_s: float = 2.0) -> str:
     """A worker's ``/metrics`` exposition text; ``""`` while it is not up (or no port)."""
-    if port is None:
-        return ""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as response:
-            return response.read().decode()
-    except OSError:
-        return ""
+    body = fetch(port, "/metrics", timeout_s)
+    return body.decode() if body is not None else ""
 
 
 def sample(text: str, name: str) -> float:

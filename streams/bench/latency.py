@@ -58,7 +58,7 @@ from streams.bench.load import (
 )
 from streams.bench.stats import bucket_quantiles_ms, percentiles_ms
 from streams.errors import RecstreamError
-from streams.metrics import histogram_buckets, sample, scrape
+from streams.metrics import fetch, histogram_buckets, sample, scrape
 from streams.settings import Settings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -936,13 +936,10 @@ PULLS = 500
 
 def models_of(port: int | None) -> dict[str, str]:
     """A worker's model versions (``GET /models``); empty while it does not answer."""
-    import json
-    import urllib.request
-
+    body = fetch(port, "/models")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=2.0) as response:
-            return dict(json.loads(response.read())["models"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return dict(msgspec.json.decode(body)["models"]) if body is not None else {}
+    except (msgspec.DecodeError, KeyError, TypeError):
         return {}
 
 
