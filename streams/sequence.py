@@ -92,6 +92,9 @@ class SequenceModel:
         self.row = {item_id: r for r, item_id in enumerate(self.item_ids)}
         self.table = np.ascontiguousarray(table, dtype=np.float32)
         self.project = np.ascontiguousarray(project, dtype=np.float32)
+        # logits' blocks of rows: as even as can be, so that each holds >= GEMV_BELOW rows
+        edges = np.linspace(0, len(self.table), -(-len(self.table) // _BLOCK_ROWS) + 1).astype(int).tolist()
+        self._blocks = list(itertools.pairwise(edges))
 
     @classmethod
     def load(cls, directory: Path) -> SequenceModel:
@@ -169,8 +172,7 @@ class SequenceModel:
                 out[b] = table @ user
             return out
         padded = users if len(users) > 1 else np.concatenate([users, np.zeros_like(users)])
-        bounds = np.linspace(0, len(table), -(-len(table) // _BLOCK_ROWS) + 1).astype(int).tolist()
-        for lo, hi in itertools.pairwise(bounds):  # every block >= GEMV_BELOW rows
+        for lo, hi in self._blocks:
             out[:, lo:hi] = (table[lo:hi] @ padded.T).T[:len(users)]
         return out
 
