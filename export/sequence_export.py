@@ -103,6 +103,12 @@ def write_model(model: SASRec, out_dir: Path, *, item_ids: Sequence[str], histor
     return directory, manifest
 
 
+def _text_table(item_vectors: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """The model's items (sorted ids: the rows of its table) and their text vectors."""
+    item_ids = sorted(item_vectors)
+    return item_ids, np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_ids])
+
+
 class Trained(NamedTuple):
     """A trained, exported and published sequence model."""
 
@@ -124,9 +130,8 @@ def train_and_export(clicks: Sequence[Click], item_vectors: Mapping[str, np.ndar
     starts from that earlier fit (items new since start from their text), for
     ``config.epochs`` epochs.
     """
-    item_ids = sorted(item_vectors)
+    item_ids, text = _text_table(item_vectors)
     row = {item_id: r for r, item_id in enumerate(item_ids)}
-    text = np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_ids])
     users = histories(clicks, row)
     warm = None
     if warm_from is not None:
@@ -146,8 +151,7 @@ def export_untrained(item_vectors: Mapping[str, np.ndarray], out_dir: Path, *,
     """A sequence model over ``item_vectors`` as :func:`train_and_export` makes one, without
     the training: its weights are the initial ones. It costs what a trained model of the same
     size costs to serve, so benchmarks serve it where they have no clicks to train on."""
-    item_ids = sorted(item_vectors)
-    text = np.stack([np.asarray(item_vectors[i], dtype=np.float32) for i in item_ids])
+    item_ids, text = _text_table(item_vectors)
     model = network(text, config).eval()
     rng = np.random.default_rng(config.seed)
     some = [rng.integers(0, len(item_ids), size=config.max_len).tolist() for _ in range(16)]  # for the parity check
