@@ -157,7 +157,8 @@ def cmd_bench_clickpath(args: argparse.Namespace) -> dict[str, Any]:
     from streams.bench.clickpath import run_clickpath_bench
 
     return run_clickpath_bench(_settings(args), items=args.items, clicks=args.clicks, batch=args.batch,
-                               sequence=args.sequence, progress=lambda message: log.info("%s", message))
+                               sequence=args.sequence, idle_clicks=args.idle_clicks, idle_gap_ms=args.idle_gap_ms,
+                               progress=lambda message: log.info("%s", message))
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,6 +250,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -433,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive_int, default=64, help="clicks per batch for the batched figure")
     p.add_argument("--sequence", action="store_true",
                    help="serve a sequence model over the catalogue too (untrained; needs the export extra)")
+    p.add_argument("--idle-clicks", type=_non_negative_int, default=300,
+                   help="clicks served one at a time after an idle gap each (0: skip)")
+    p.add_argument("--idle-gap-ms", type=_positive_float, default=20.0,
+                   help="the idle gap before each of those clicks (20 ms: 50 clicks/s)")
     _options(p, INDEX)
     p.set_defaults(handler=cmd_bench_clickpath)
 

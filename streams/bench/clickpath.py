@@ -7,6 +7,12 @@ synthetic items in the configured index (Qdrant Edge by default, HNSW built as t
 builds it). The baseline, timed in the same run on the same clicks, is the numpy index doing
 exact search, so the report's ``speedup`` is the configured index against brute force.
 
+Last, the same clicks one at a time, each after ``idle_gap_ms`` of sleep (``after_idle``): a
+worker at a low click rate serves every click from a cold cache (the broker and the other
+processes run meanwhile, and nothing of the click path stays in the core's caches), and on
+this machine that alone doubles a click's cost. It is the in-process proxy of the 50
+clicks/s figure of ``bench latency``, without a broker's noise.
+
 With ``--sequence`` the recommender also serves a next-item sequence model over the
 catalogue (untrained: it costs what a trained one of the same size costs), as a worker does
 once ``recstream train`` has published one.
@@ -41,6 +47,8 @@ LOAD_BATCH = 5_000
 #: Clicks replayed before timing starts: users gain history, co-visitation fills.
 WARM_UP = 500
 NOW_S = 1_700_000_000.0
+#: The sleep before each click of the ``after_idle`` figure: a click every 20 ms is 50 clicks/s.
+IDLE_GAP_MS = 20.0
 
 
 def _percentiles(ms: np.ndarray) -> dict[str, float | None]:
@@ -60,6 +68,14 @@ class _Run:
         if optimize:
             index.optimize()
         self.states: dict[str, UserState] = {}
+
+    def replay_after_idle(self, clicks: list[Click], gap_s: float) -> np.ndarray:
+        """Milliseconds per click, one at a time, each after ``gap_s`` of sleep."""
+        out = np.empty(len(clicks))
+        for n, click in enumerate(clicks):
+            time.sleep(gap_s)
+            out[n] = self.replay([click])[0]
+        return out
 
     def replay(self, clicks: list[Click], batch: int = 1) -> np.ndarray:
         """Milliseconds per click (observe + recommend), served ``batch`` clicks at a time as
@@ -81,6 +97,7 @@ class _Run:
 
 def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int = 3_000,
                         baseline_clicks: int = 500, batch: int = 64, sequence: bool = False,
+                        idle_clicks: int = 300, idle_gap_ms: float = IDLE_GAP_MS,
                         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Per-click CPU time of the click path on the configured index and on exact numpy search.
 
@@ -92,14 +109,19 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
         batch: clicks per batch for the batched figure (``batched``), timed on the same clicks
             right after the one-at-a-time run, from the same states (a copy).
         sequence: serve a sequence model too, in both runs (needs the export extra: torch).
+        idle_clicks: the first this many timed clicks are served once more, one at a time,
+            each after ``idle_gap_ms`` of sleep, from the same states (0: not run).
+        idle_gap_ms: the sleep before each of those clicks (20 ms: a click rate of 50/s).
         progress: called with a line per step.
 
     Returns:
         ``{"items","clicks","index","sequence","ms_per_click":{"mean","p50","p99"},"clicks_s",
         "batched":{"batch","ms_per_click","clicks_s","speedup"},"baseline":{"index","clicks",
-        "ms_per_click"},"speedup"}``; ``sequence`` is the served model's version (None without
-        one); ``speedup`` is the baseline's mean over the index's mean, on the same first
-        ``baseline_clicks`` clicks.
+        "ms_per_click"},"after_idle":{"gap_ms","clicks","ms_per_click","ratio"},"speedup"}``;
+        ``sequence`` is the served model's version (None without one); ``after_idle`` is None
+        when ``idle_clicks`` is 0, and its ``ratio`` is its mean over the mean of the same
+        clicks served back to back; ``speedup`` is the baseline's mean over the index's mean,
+        on the same first ``baseline_clicks`` clicks.
     """
     from threadpoolctl import threadpool_limits
 
@@ -137,6 +159,13 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
             run.recommender.restore_crowd(crowd)
             say(f"{clicks:,} clicks on {index.name}, {batch} at a time")
             batched_ms = run.replay(timed, batch=batch)
+            idle_ms = None
+            if idle_clicks > 0:
+                run.states = dict(states)
+                run.recommender.restore_crowd(crowd)
+                idle_clicks = min(idle_clicks, clicks)
+                say(f"{idle_clicks:,} clicks on {index.name}, one at a time, each after {idle_gap_ms:g} ms idle")
+                idle_ms = run.replay_after_idle(timed[:idle_clicks], idle_gap_ms / 1000.0)
         finally:
             index.close()
         say(f"{baseline_clicks:,} clicks on numpy exact search (baseline)")
@@ -157,5 +186,8 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
                     "clicks_s": round(1000.0 / float(batched_ms.mean()), 1),
                     "speedup": round(float(ms.mean()) / float(batched_ms.mean()), 2)},
         "baseline": {"index": "numpy-exact", "clicks": len(baseline_ms), "ms_per_click": _percentiles(baseline_ms)},
+        "after_idle": None if idle_ms is None else {
+            "gap_ms": idle_gap_ms, "clicks": len(idle_ms), "ms_per_click": _percentiles(idle_ms),
+            "ratio": round(float(idle_ms.mean()) / float(ms[:len(idle_ms)].mean()), 2)},
         "speedup": round(float(baseline_ms.mean()) / float(same.mean()), 2),
     }

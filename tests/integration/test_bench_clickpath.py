@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_small_clickpath_bench_reports_both_indexes(tmp_path: Path) -> None:
     steps: list[str] = []
     report = run_clickpath_bench(Settings(data_dir=tmp_path), items=3000, clicks=120, baseline_clicks=50,
-                                 progress=steps.append)
+                                 idle_clicks=20, idle_gap_ms=2.0, progress=steps.append)
     assert report["items"] == 3000 and report["clicks"] == 120 and report["index"] == "qdrant-edge"
     assert report["baseline"] == {**report["baseline"], "index": "numpy-exact", "clicks": 50}
     batched = report["batched"]
@@ -27,15 +27,19 @@ def test_small_clickpath_bench_reports_both_indexes(tmp_path: Path) -> None:
     for summary in (report["ms_per_click"], report["baseline"]["ms_per_click"], batched["ms_per_click"]):
         assert set(summary) == {"mean", "p50", "p99"}
         assert all(math.isfinite(v) and v > 0 for v in summary.values())
+    idle = report["after_idle"]
+    assert idle["gap_ms"] == 2.0 and idle["clicks"] == 20 and idle["ratio"] > 0
+    assert set(idle["ms_per_click"]) == {"mean", "p50", "p99"} and idle["ms_per_click"]["mean"] > 0
     assert report["speedup"] > 0 and report["clicks_s"] > 0
-    assert len(steps) == 4  # load, one at a time, batched, baseline
+    assert len(steps) == 5  # load, one at a time, batched, after idle, baseline
 
 
 def test_the_clickpath_bench_serves_a_sequence_model_when_asked(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     steps: list[str] = []
     report = run_clickpath_bench(Settings(data_dir=tmp_path), items=3000, clicks=40, baseline_clicks=10, batch=8,
-                                 sequence=True, progress=steps.append)
+                                 sequence=True, idle_clicks=5, idle_gap_ms=1.0, progress=steps.append)
     assert report["sequence"].startswith("sasrec@")
-    assert steps[0].startswith("exporting a sequence model") and len(steps) == 5
-    assert run_clickpath_bench(Settings(data_dir=tmp_path), items=500, clicks=5, baseline_clicks=5)["sequence"] is None
+    assert steps[0].startswith("exporting a sequence model") and len(steps) == 6
+    plain = run_clickpath_bench(Settings(data_dir=tmp_path), items=500, clicks=5, baseline_clicks=5, idle_clicks=0)
+    assert plain["sequence"] is None and plain["after_idle"] is None
