@@ -8,10 +8,10 @@ builds it). The baseline, timed in the same run on the same clicks, is the numpy
 exact search, so the report's ``speedup`` is the configured index against brute force.
 
 Last, the same clicks one at a time, each after ``idle_gap_ms`` of sleep (``after_idle``): a
-worker at a low click rate serves every click from a cold cache (the broker and the other
-processes run meanwhile, and nothing of the click path stays in the core's caches), and on
-this machine that alone doubles a click's cost. It is the in-process proxy of the 50
-clicks/s figure of ``bench latency``, without a broker's noise.
+worker at a low click rate serves every click from cold caches (while it sleeps, the click
+path's code and data leave them; on the development machine that alone costs a lone click
+~1.8x, docs/architecture.md). It is the in-process proxy of the 50 clicks/s figure of
+``bench latency``, without a broker's noise.
 
 With ``--sequence`` the recommender also serves a next-item sequence model over the
 catalogue (untrained: it costs what a trained one of the same size costs), as a worker does
