@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true", help="also write an fp16 variant (CUDA EP)")
     parser.add_argument("--int8", action="store_true", help="also write a dynamic int8 variant if it passes parity")
     parser.add_argument("--keep", help="comma-separated variants whose files stay (default: all)")
+    parser.add_argument("--int8-min-cosine", type=float, help="the int8 variant's parity bar (default 0.99)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON line last")
     return parser
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, name = model_source(args.model)
         report = export_model(model, args.out, fp16=args.fp16, int8=args.int8, model_name=name, progress=progress,
-                             keep=args.keep.split(",") if args.keep else None)
+                             keep=args.keep.split(",") if args.keep else None, int8_min_cosine=args.int8_min_cosine)
     except RecstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.json:

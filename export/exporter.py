@@ -266,6 +266,7 @@ def export_model(
     texts: list[str] | None = None,
     threads: int = 0,
     keep: Sequence[str] | None = None,
+    int8_min_cosine: float | None = None,
 ) -> dict[str, Any]:
     """Export a local Hugging Face encoder to an ONNX model directory.
 
@@ -282,6 +283,9 @@ def export_model(
         threads: onnxruntime intra-op threads for the parity check (0: ORT decides).
         keep: the variants whose files stay in ``out_dir`` (default all): ``("fp16",)``
             makes a directory for a GPU box, half the size, that a CPU worker refuses.
+        int8_min_cosine: the int8 variant's parity bar (default the spec's, 0.99). Recipes
+            are tried fastest first, so a lower bar may keep a faster one: a trade of
+            embedding fidelity for encoder throughput that the operator makes on purpose.
 
     Returns:
         The JSON report: ``out_dir``, ``version``, ``dim``, ``variants`` (file, parity
@@ -293,6 +297,9 @@ def export_model(
         ParityError: the fp32 graph does not match torch (nothing is written).
     """
     started = time.perf_counter()
+    if int8_min_cosine is not None and not (int8 and -1.0 <= int8_min_cosine <= 1.0):
+        raise ExportError(f"int8 min cosine {int8_min_cosine}: it is the int8 variant's bar, so it needs "
+                          "--int8, and a cosine is in [-1, 1]")
     if keep is not None:
         requested = {"fp32"} | ({"fp16"} if fp16 else set()) | ({"int8"} if int8 else set())
         if not keep or not set(keep) <= requested:
@@ -310,6 +317,8 @@ def export_model(
     spec = spec_from_model_dir(
         model_path, model_name=spec_probe.model_name, uses_token_type_ids=uses_token_type_ids(encoder)
     )
+    if int8_min_cosine is not None:
+        tolerances = {"int8": Tolerance(min_cosine=int8_min_cosine), **(tolerances or {})}
     if tolerances:
         spec = dataclasses.replace(spec, tolerances={**spec.tolerances, **tolerances})
     model = PooledEncoder(encoder, spec.pooling, spec.normalize).eval()

@@ -79,6 +79,17 @@ def test_int8_refused_below_threshold(tiny_model_dir: Path, tmp_path: Path) -> N
     assert len(json.loads((tmp_path / "parity.json").read_text())["rejected"]) == 3
 
 
+def test_a_lower_int8_bar_keeps_the_fastest_recipe(tiny_model_dir: Path, tmp_path: Path) -> None:
+    report = export_model(tiny_model_dir, tmp_path, int8=True, texts=TINY_TEXTS[:12], threads=1, int8_min_cosine=-1.0)
+    int8 = report["variants"]["int8"]
+    assert int8["recipe"].startswith("dynamic int8 (all:") and report["rejected"] == []
+    assert load_manifest(tmp_path).variants["int8"].status == "passed"
+    with pytest.raises(ExportError, match="needs --int8"):
+        export_model(tiny_model_dir, tmp_path / "b", texts=TINY_TEXTS[:12], threads=1, int8_min_cosine=0.9)
+    with pytest.raises(ExportError, match=r"\[-1, 1\]"):
+        export_model(tiny_model_dir, tmp_path / "c", int8=True, texts=TINY_TEXTS[:12], threads=1, int8_min_cosine=1.5)
+
+
 def test_keep_fp16_writes_a_directory_for_a_gpu_box(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="add --fp16"):
         export_model(tiny_model_dir, tmp_path / "none", keep=["fp16"], texts=TINY_TEXTS[:6], threads=1)
