@@ -96,7 +96,9 @@ def run_encoder_bench(
 
     Returns:
         ``{"device","batch","torch_items_s","ort_items_s","speedup","min_cosine",
-        "variant","provider","version","threads","n_texts","by_batch":{bs:{...}}}``.
+        "variant","recipe","provider","version","threads","n_texts","by_batch":{bs:{...}}}``;
+        ``recipe`` is how the served variant was made (an int8 export's quantisation recipe:
+        the parity bar it was exported under decides which one).
 
     Raises:
         ProviderError: ``device="cuda"`` without a usable CUDA EP.
@@ -164,6 +166,7 @@ def run_encoder_bench(
         "speedup": headline["speedup"],
         "min_cosine": headline["min_cosine"],
         "variant": encoder.variant,
+        "recipe": encoder.manifest.variants[encoder.variant].recipe,
         "provider": encoder.provider,
         "version": encoder.version,
         "threads": threads,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from encoders.manifest import load_manifest
 from export.bench import run_encoder_bench
 
 
@@ -17,6 +18,8 @@ def test_the_encoder_bench_reports_items_s_and_first_shape_costs(
                                burst=96)
     assert {"device", "batch", "torch_items_s", "ort_items_s", "speedup", "min_cosine"} <= result.keys()
     assert result["batch"] == 32 and result["min_cosine"] > 0.99 and result["shape_buckets"] is None
+    served = load_manifest(tiny_export[0]).variants[result["variant"]]
+    assert result["recipe"] == served.recipe and result["recipe"]
     off, on = result["shapes"]["buckets_off"], result["shapes"]["buckets_on"]
     assert off["shapes_warmed"] == 0 and off["warm_up_s"] == 0 and off["new_shape_runs"] > 0
     assert on["token_buckets"][:3] == [8, 16, 32] and on["row_buckets"] == [1, 2, 4, 8]
