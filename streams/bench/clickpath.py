@@ -10,7 +10,7 @@ exact search, so the report's ``speedup`` is the configured index against brute 
 Last, the same clicks one at a time, each after ``idle_gap_ms`` of sleep (``after_idle``): a
 worker at a low click rate serves every click from cold caches (while it sleeps, the click
 path's code and data leave them; on the development machine that alone costs a lone click
-~1.8x, docs/architecture.md). It is the in-process proxy of the 50 clicks/s figure of
+~1.8-2x, docs/architecture.md). It is the in-process proxy of the 50 clicks/s figure of
 ``bench latency``, without a broker's noise.
 
 With ``--sequence`` the recommender also serves a next-item sequence model over the
@@ -37,7 +37,7 @@ from streams.index.factory import open_index
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
 from streams.catalog import ItemCatalog, ItemInfo
-from streams.recommend import Recommender, RecommenderParams, Request
+from streams.recommend import CrowdState, Recommender, RecommenderParams, Request
 from streams.records import Click
 from streams.settings import Settings
 
@@ -68,6 +68,13 @@ class _Run:
         if optimize:
             index.optimize()
         self.states: dict[str, UserState] = {}
+
+    def reset(self, states: dict[str, UserState], crowd: CrowdState) -> None:
+        """Back to ``states`` and ``crowd`` (taken after the warm-up), so that every timed run
+        serves the same clicks from the same point: none of them is a replay, which a state
+        would take as a no-op."""
+        self.states = dict(states)
+        self.recommender.restore_crowd(crowd)
 
     def replay_after_idle(self, clicks: list[Click], gap_s: float) -> np.ndarray:
         """Milliseconds per click, one at a time, each after ``gap_s`` of sleep."""
@@ -155,14 +162,12 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
             states, crowd = dict(run.states), run.recommender.crowd()
             say(f"{clicks:,} clicks on {index.name}, one at a time")
             ms = run.replay(timed)
-            run.states = states
-            run.recommender.restore_crowd(crowd)
+            run.reset(states, crowd)
             say(f"{clicks:,} clicks on {index.name}, {batch} at a time")
             batched_ms = run.replay(timed, batch=batch)
             idle_ms = None
             if idle_clicks > 0:
-                run.states = dict(states)
-                run.recommender.restore_crowd(crowd)
+                run.reset(states, crowd)
                 idle_clicks = min(idle_clicks, clicks)
                 say(f"{idle_clicks:,} clicks on {index.name}, one at a time, each after {idle_gap_ms:g} ms idle")
                 idle_ms = run.replay_after_idle(timed[:idle_clicks], idle_gap_ms / 1000.0)

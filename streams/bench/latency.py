@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -306,11 +307,16 @@ class BenchRun:
         await wait_for_leaders(self.kafka, [*self.topics.all_names(), self.relay_in, self.relay_out],
                                self.topics.partitions)
 
+    @functools.cached_property
+    def vectors(self) -> np.ndarray:
+        """The synthetic catalogue's vectors (drawn once: the index and a sequence model share them)."""
+        return synthetic_vectors(self.items)
+
     async def load_items(self) -> None:
         """Produce the synthetic catalogue to item-vectors."""
         from streams.records import ItemVector, encode_item_vector
 
-        vectors = synthetic_vectors(self.items)
+        vectors = self.vectors
         records = ((item_key(k).encode(), encode_item_vector(ItemVector.from_array(
                        item_id=item_key(k), model="synthetic@bench", vector=vectors[k], title=f"synthetic item {k}")))
                    for k in range(self.items))
@@ -321,7 +327,7 @@ class BenchRun:
         one (its data dir's default); return its version."""
         from export.sequence_export import export_untrained
 
-        vectors = synthetic_vectors(self.items)
+        vectors = self.vectors
         model = export_untrained({item_key(k): vectors[k] for k in range(self.items)},
                                  self.work_dir / "data" / "models" / "sequence")
         return model.version

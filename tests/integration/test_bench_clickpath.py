@@ -43,3 +43,26 @@ def test_the_clickpath_bench_serves_a_sequence_model_when_asked(tmp_path: Path) 
     assert steps[0].startswith("exporting a sequence model") and len(steps) == 6
     plain = run_clickpath_bench(Settings(data_dir=tmp_path), items=500, clicks=5, baseline_clicks=5, idle_clicks=0)
     assert plain["sequence"] is None and plain["after_idle"] is None
+
+
+def test_every_timed_run_starts_from_the_warm_states() -> None:
+    """A run that went on from another's states would serve replays, which cost a state
+    nothing: each timed run must start from the states taken after the warm-up."""
+    from streams.bench.clickpath import _Run
+    from streams.bench.load import item_key, synthetic_vectors
+    from streams.index.memory import MemoryIndex
+    from streams.recommend import RecommenderParams
+    from streams.records import Click
+
+    vectors = synthetic_vectors(200)
+    ids = [item_key(i) for i in range(200)]
+    run = _Run(MemoryIndex(vectors.shape[1]), vectors, ids, RecommenderParams(), optimize=False)
+    clicks = [Click(user_id=f"u{n % 3}", item_id=ids[(7 * n) % 200], ts_s=1_700_000_000.0 + n) for n in range(30)]
+    run.replay(clicks[:10])
+    states, crowd = dict(run.states), run.recommender.crowd()
+    warm = dict(states)
+    for _ in range(2):
+        run.reset(states, crowd)
+        run.replay(clicks[10:], batch=4)
+        assert states == warm  # the runs never wrote into the warm states
+        assert all(run.states[u] is not warm[u] for u in warm)  # and each served its clicks anew
