@@ -16,6 +16,11 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 FRESHNESS_BUCKETS_S = (*(round(0.005 * i, 3) for i in range(1, 21)), 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+#: Steps of a click's way through a worker: fine where a lone click's steps lie (tenths of a
+#: millisecond to a few), coarse up to the seconds a backlog can reach.
+STEP_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
 @dataclass(frozen=True)
 class Metrics:
     clicks: Counter
@@ -31,6 +36,8 @@ class Metrics:
     build: Info
     click_seconds: Histogram
     click_batch_size: Histogram
+    click_wait_seconds: Histogram
+    click_step_seconds: Histogram
     item_freshness_seconds: Histogram
     clicks_answered_before: Counter
     transaction_seconds: Histogram
@@ -68,6 +75,19 @@ class Metrics:
                 click_batch_size=Histogram(
                     "recstream_click_batch_size", "Clicks served together in one batch by the recommend stage",
                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                ),
+                click_wait_seconds=Histogram(
+                    "recstream_click_wait_seconds",
+                    "Click record's Kafka timestamp -> its batch starts being served: the broker, the fetch and the "
+                    "stage's queue (on one clock only where producers and workers share one; clamped at 0)",
+                    buckets=STEP_BUCKETS_S,
+                ),
+                click_step_seconds=Histogram(
+                    "recstream_click_step_seconds",
+                    "One batch of the recommend stage by step: read (decode, load states, apply the clicks), "
+                    "rank (every user of the batch), send (produce, write the states back; the transaction too "
+                    "in exactly_once)",
+                    ["step"], buckets=STEP_BUCKETS_S,
                 ),
                 item_freshness_seconds=Histogram(
                     "recstream_item_freshness_seconds",
@@ -109,6 +129,13 @@ def sample(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
+
+
+def histogram_sum_count(text: str, name: str, labels: str = "") -> tuple[float, float]:
+    """A histogram's ``(_sum, _count)``, of the series with exactly ``labels`` (as exposed,
+    e.g. ``step="rank"``); ``(0, 0)`` when absent."""
+    suffix = f"{{{labels}}}" if labels else ""
+    return sample(text, f"{name}_sum{suffix}"), sample(text, f"{name}_count{suffix}")
 
 
 def histogram_buckets(text: str, name: str) -> dict[float, float]:

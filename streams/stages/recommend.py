@@ -306,7 +306,8 @@ class RecommendStage:
             return
         received_s = time.time()
         ctx = self.ctx
-        ctx.metrics.click_batch_size.observe(len(events))
+        metrics = ctx.metrics
+        metrics.click_batch_size.observe(len(events))
         letters: list[tuple[Any, Exception]] = []
         recommender = self.ensure_recommender()
         clicks: list[tuple[Any, Click]] = []
@@ -336,9 +337,14 @@ class RecommendStage:
             self._hold(held)
             waiting = {id(event) for event, _ in held}
             events = [event for event in events if id(event) not in waiting]
+        for event in events:  # a held click is counted when it is released, its wait with it
+            if (stamp := event.message.timestamp) is not None:
+                metrics.click_wait_seconds.observe(max(0.0, received_s - stamp))
         learned: list[CrowdEvent] = []
         users = apply_clicks(recommender, clicks, self.states.load, letters, learned) if clicks else []
+        read_s = time.time()
         ranked = rank_users(recommender, users, letters) if users else []
+        ranked_s = time.time()
         changed = {u.key: (u.partition, u.state) for u, _ in ranked if u.changed and u.state is not None}
         if self.transactions is not None:
             if not await self._commit_in_transaction(events, ranked, letters, learned, changed):
@@ -354,10 +360,14 @@ class RecommendStage:
             self._pending[task] = events
             task.add_done_callback(self._pending.pop)
         clicks_out = sum(len(u.clicks) for u, _ in ranked)
-        ctx.metrics.clicks.inc(clicks_out)
-        elapsed_s = time.time() - received_s
+        metrics.clicks.inc(clicks_out)
+        sent_s = time.time()
+        step = metrics.click_step_seconds
+        step.labels("read").observe(read_s - received_s)
+        step.labels("rank").observe(ranked_s - read_s)
+        step.labels("send").observe(sent_s - ranked_s)
         for _ in range(clicks_out):
-            ctx.metrics.click_seconds.observe(elapsed_s)
+            metrics.click_seconds.observe(sent_s - received_s)
         if recommender is not None and recommender.refit_due and self._refit is None:
             self._refit_ranker(recommender)
 
