@@ -57,7 +57,7 @@ from streams.bench.load import (
     relay_main,
     synthetic_vectors,
 )
-from streams.bench.stats import bucket_quantiles_ms, percentiles_ms
+from streams.bench.stats import bucket_quantiles_ms, histogram_means_ms, percentiles_ms
 from streams.errors import RecstreamError
 from streams.metrics import fetch, histogram_buckets, sample, scrape
 from streams.settings import Settings, TopicSettings
@@ -69,6 +69,15 @@ BrokerChoice = Literal["auto", "kafka", "tansu"]
 
 #: The worker's own click time (decode -> recommendation produced), read from its metrics.
 CLICK_HISTOGRAM = "recstream_click_seconds"
+#: The worker's own account of where a click's time goes (streams/metrics.py): how long a click
+#: waited before its batch was served, and each step of a batch.
+WORKER_STEPS = {
+    "click_wait": ("recstream_click_wait_seconds", ""),
+    "batch_read": ("recstream_click_step_seconds", 'step="read"'),
+    "batch_rank": ("recstream_click_step_seconds", 'step="rank"'),
+    "batch_send": ("recstream_click_step_seconds", 'step="send"'),
+}
+BATCH_HISTOGRAM = "recstream_click_batch_size"
 #: docs/architecture.md "Targets": sustained clicks/s per worker is defined at p99 <= 50 ms.
 SATURATION_P99_MS = 50.0
 #: A saturation step is void when the sender's p99 lag behind its schedule exceeds this:
@@ -108,6 +117,7 @@ class Phase:
     from_generated_ms: np.ndarray | None = None  # worker produced -> subscriber
     cpu_util: dict[str, float] = field(default_factory=dict)
     worker_click_ms: dict[str, float] | None = None
+    worker_steps: dict[str, float | None] | None = None  # see worker_steps()
     send_lag_ms_max: float = 0.0
     send_lag_ms_p99: float = 0.0
     first_sent_s: float = 0.0  # time.time() of the first send
@@ -523,13 +533,13 @@ class BenchRun:
         pids = self.pids()
         cpu_before = cpu_times(pids)
         threads_before = thread_cpu_seconds(pids.get("worker")) if pipeline else {}
-        buckets_before = histogram_buckets(await asyncio.to_thread(scrape, self.metrics_port), CLICK_HISTOGRAM) if pipeline else {}
+        metrics_before = await asyncio.to_thread(scrape, self.metrics_port) if pipeline else ""
         if not quiet:
             self.display.update(f"{name}: {rate:,.0f} clicks/s for {seconds:g} s")
         result = await self.send(plan)
         wall_s = max(1e-9, float(result.sent_s[-1] - result.sent_s[0]))
         cpu_after = cpu_times(pids)
-        buckets_after = histogram_buckets(await asyncio.to_thread(scrape, self.metrics_port), CLICK_HISTOGRAM) if pipeline else {}
+        metrics_after = await asyncio.to_thread(scrape, self.metrics_port) if pipeline else ""
 
         index = {(int(p), int(o)): i for i, (p, o) in enumerate(zip(result.partitions, result.offsets, strict=True))
                  if p >= 0}
@@ -582,7 +592,9 @@ class BenchRun:
         if pipeline:
             phase.to_generated_ms = (generated[ok] - result.sent_s[ok]) * 1000.0
             phase.from_generated_ms = (arrival[ok] - generated[ok]) * 1000.0
-            phase.worker_click_ms = bucket_quantiles_ms(buckets_before, buckets_after)
+            phase.worker_click_ms = bucket_quantiles_ms(histogram_buckets(metrics_before, CLICK_HISTOGRAM),
+                                                        histogram_buckets(metrics_after, CLICK_HISTOGRAM))
+            phase.worker_steps = worker_steps(metrics_before, metrics_after)
         if result.errors:
             log.warning("%s: %d sends failed, e.g. %s", name, result.failed, result.errors[0])
         return phase
@@ -666,7 +678,25 @@ def _phase_report(phase: Phase) -> dict[str, Any]:
         out["generated_to_arrival_ms"] = percentiles_ms(phase.from_generated_ms)
     if phase.worker_click_ms is not None:
         out["worker_click_ms_buckets"] = phase.worker_click_ms
+    if phase.worker_steps is not None:
+        out["worker_steps_ms"] = phase.worker_steps
     return out
+
+
+def worker_steps(before: str, after: str) -> dict[str, float | None] | None:
+    """Where a click's time went inside the worker between two scrapes of its metrics: the mean
+    ms a click waited for its batch to be served (``click_wait``: from its Kafka timestamp:
+    the broker, the fetch and the queue), the mean ms of each step of a batch (``batch_read``:
+    decode, load states, apply; ``batch_rank``; ``batch_send``: produce and write back), and
+    the mean clicks a batch (``clicks_per_batch``). A lone click's latency is its wait plus
+    its batch's steps plus the way back to the reader; under load, the wait is where queueing
+    shows. None when the worker served nothing in between."""
+    means = histogram_means_ms(before, after, WORKER_STEPS)
+    if means["click_wait"] is None:
+        return None
+    clicks = sample(after, f"{BATCH_HISTOGRAM}_sum") - sample(before, f"{BATCH_HISTOGRAM}_sum")
+    batches = sample(after, f"{BATCH_HISTOGRAM}_count") - sample(before, f"{BATCH_HISTOGRAM}_count")
+    return {**means, "clicks_per_batch": round(clicks / batches, 2) if batches > 0 else None}
 
 
 def plot_latencies(path: Path, phases: dict[str, Phase], *, title: str) -> None:
@@ -873,6 +903,10 @@ async def _run(bench: BenchRun, *, rate: float, seconds: float, mode: Mode, burn
                 pipeline = await bench.measure("pipeline", bench.topics.clicks, rate=rate, seconds=seconds)
         if pipeline is not None:
             display.done(f"pipeline: {_fmt(pipeline)}")
+            if (steps := pipeline.worker_steps) is not None:
+                display.done(f"  in the worker: a click waited {steps['click_wait']} ms for its batch "
+                             f"({steps['clicks_per_batch']} clicks); a batch read {steps['batch_read']} ms, "
+                             f"ranked {steps['batch_rank']} ms, sent {steps['batch_send']} ms (means)")
 
         if pipeline is not None:
             with display.stage("pull: a user's list over HTTP, beside the push path"):

@@ -7,6 +7,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from streams.metrics import histogram_sum_count
+
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 
 
@@ -43,4 +45,17 @@ def bucket_quantiles_ms(before: Mapping[float, float], after: Mapping[float, flo
         bound = next(b for b, c in zip(bounds, counts, strict=True) if c >= q * total)
         out[f"{name}_le"] = bound * 1000.0 if bound != float("inf") else float("inf")
     out["count"] = total
+    return out
+
+
+def histogram_means_ms(before: str, after: str, series: Mapping[str, tuple[str, str]]) -> dict[str, float | None]:
+    """Mean (ms) of what each Prometheus histogram series observed between two scrapes of
+    exposition text: ``series`` maps an output name to ``(histogram name, labels)`` (labels as
+    exposed, e.g. ``'step="rank"'``, or ``""``); ``None`` where nothing was observed. Exact,
+    unlike bucket quantiles: ``_sum`` and ``_count`` are exact."""
+    out: dict[str, float | None] = {}
+    for name, (histogram, labels) in series.items():
+        total0, count0 = histogram_sum_count(before, histogram, labels)
+        total1, count1 = histogram_sum_count(after, histogram, labels)
+        out[name] = round((total1 - total0) / (count1 - count0) * 1000.0, 3) if count1 > count0 else None
     return out

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.bench.latency import worker_steps
 from streams.brokers import LocalBroker, free_port
 from streams.metrics import sample, scrape
 from streams.modelstore import ensure_model
@@ -254,6 +255,20 @@ def test_every_click_gets_one_recommendation_without_seen_items(pipeline: Pipeli
     [last_alice] = recs[triggers[4]]
     assert last_alice["items"][0]["item_id"].startswith("space-")
     assert last_alice["items"][0]["because"]
+
+
+def test_the_worker_says_where_a_clicks_time_goes(pipeline: Pipeline) -> None:
+    before = scrape(pipeline.metrics_port)
+    triggers = [pipeline.click("dora", item, NOW_S + n) for n, item in enumerate(("jazz-0", "jazz-1", "jazz-2"))]
+    pipeline.recommendations(triggers)
+    after = scrape(pipeline.metrics_port)  # a batch's metrics are counted before its recommendations leave
+    waited = "recstream_click_wait_seconds_count"
+    assert sample(after, waited) - sample(before, waited) == 3, "every click's wait counted once"
+    steps = worker_steps(before, after)
+    assert steps is not None and 0 < steps["click_wait"] < 30_000  # ms since each click was produced
+    assert steps["batch_read"] > 0 and steps["batch_rank"] > 0 and steps["batch_send"] > 0
+    assert 1 <= steps["clicks_per_batch"] <= 3
+    assert worker_steps(after, after) is None, "nothing served in between"
 
 
 def test_a_new_item_is_recommendable_at_once(pipeline: Pipeline) -> None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from streams.bench.stats import bucket_quantiles_ms, percentiles_ms
+from streams.bench.stats import bucket_quantiles_ms, histogram_means_ms, percentiles_ms
 from streams.brokers import free_port
 from streams.metrics import FRESHNESS_BUCKETS_S, histogram_buckets, sample, scrape
 from streams.stages.index_replica import observe_freshness as _observe_freshness
@@ -61,6 +61,21 @@ def test_bucket_quantiles_count_only_what_came_between_two_scrapes():
     assert out == {"p50_le": 100.0, "p99_le": 100.0, "max_le": float("inf"), "count": 101.0}
     assert bucket_quantiles_ms(after, after) is None  # nothing new
     assert bucket_quantiles_ms({}, {}) is None
+
+
+def test_histogram_means_count_only_what_came_between_two_scrapes():
+    registry = CollectorRegistry()
+    steps = Histogram("steps_seconds", "by step", ["step"], buckets=(0.001, 0.01), registry=registry)
+    plain = Histogram("plain_seconds", "no labels", buckets=(0.001, 0.01), registry=registry)
+    steps.labels("rank").observe(10.0)  # before the first scrape: not counted
+    before = generate_latest(registry).decode()
+    for seconds in (0.002, 0.004):
+        steps.labels("rank").observe(seconds)
+    plain.observe(0.5)
+    after = generate_latest(registry).decode()
+    means = histogram_means_ms(before, after, {"rank": ("steps_seconds", 'step="rank"'), "plain": ("plain_seconds", ""),
+                                               "read": ("steps_seconds", 'step="read"')})
+    assert means == {"rank": 3.0, "plain": 500.0, "read": None}
 
 
 def test_freshness_observes_applied_upserts_only():
