@@ -261,8 +261,10 @@ def test_the_worker_says_where_a_clicks_time_goes(pipeline: Pipeline) -> None:
     before = scrape(pipeline.metrics_port)
     triggers = [pipeline.click("dora", item, NOW_S + n) for n, item in enumerate(("jazz-0", "jazz-1", "jazz-2"))]
     pipeline.recommendations(triggers)
-    after = scrape(pipeline.metrics_port)  # a batch's metrics are counted before its recommendations leave
     waited = "recstream_click_wait_seconds_count"
+    pipeline.wait_for(lambda: pipeline.metric(waited) >= sample(before, waited) + 3, what="the batches counted",
+                      timeout_s=10.0)
+    after = scrape(pipeline.metrics_port)
     assert sample(after, waited) - sample(before, waited) == 3, "every click's wait counted once"
     steps = worker_steps(before, after)
     assert steps is not None and 0 < steps["click_wait"] < 30_000  # ms since each click was produced
