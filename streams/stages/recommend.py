@@ -304,7 +304,8 @@ class RecommendStage:
         on an item not indexed yet is held for it (:meth:`_hold`) instead of dead-lettered."""
         if not events or self._failed:
             return
-        received_s = time.time()
+        received_s = time.time()  # epoch seconds: a click's wait is read against its Kafka timestamp
+        started = time.perf_counter()  # the steps' durations: immune to the wall clock being stepped
         ctx = self.ctx
         metrics = ctx.metrics
         metrics.click_batch_size.observe(len(events))
@@ -342,9 +343,9 @@ class RecommendStage:
                 metrics.click_wait_seconds.observe(max(0.0, received_s - stamp))
         learned: list[CrowdEvent] = []
         users = apply_clicks(recommender, clicks, self.states.load, letters, learned) if clicks else []
-        read_s = time.time()
+        read_done = time.perf_counter()
         ranked = rank_users(recommender, users, letters) if users else []
-        ranked_s = time.time()
+        rank_done = time.perf_counter()
         changed = {u.key: (u.partition, u.state) for u, _ in ranked if u.changed and u.state is not None}
         if self.transactions is not None:
             if not await self._commit_in_transaction(events, ranked, letters, learned, changed):
@@ -361,13 +362,13 @@ class RecommendStage:
             task.add_done_callback(self._pending.pop)
         clicks_out = sum(len(u.clicks) for u, _ in ranked)
         metrics.clicks.inc(clicks_out)
-        sent_s = time.time()
+        sent_done = time.perf_counter()
         step = metrics.click_step_seconds
-        step.labels("read").observe(read_s - received_s)
-        step.labels("rank").observe(ranked_s - read_s)
-        step.labels("send").observe(sent_s - ranked_s)
+        step.labels("read").observe(read_done - started)
+        step.labels("rank").observe(rank_done - read_done)
+        step.labels("send").observe(sent_done - rank_done)
         for _ in range(clicks_out):
-            metrics.click_seconds.observe(sent_s - received_s)
+            metrics.click_seconds.observe(sent_done - started)
         if recommender is not None and recommender.refit_due and self._refit is None:
             self._refit_ranker(recommender)
 
