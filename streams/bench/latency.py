@@ -59,7 +59,7 @@ from streams.bench.load import (
 )
 from streams.bench.stats import bucket_quantiles_ms, histogram_means_ms, percentiles_ms
 from streams.errors import RecstreamError
-from streams.metrics import fetch, histogram_buckets, sample, scrape
+from streams.metrics import fetch, histogram_buckets, histogram_sum_count, sample, scrape
 from streams.settings import Settings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -694,8 +694,8 @@ def worker_steps(before: str, after: str) -> dict[str, float | None] | None:
     means = histogram_means_ms(before, after, WORKER_STEPS)
     if means["click_wait"] is None:
         return None
-    clicks = sample(after, f"{BATCH_HISTOGRAM}_sum") - sample(before, f"{BATCH_HISTOGRAM}_sum")
-    batches = sample(after, f"{BATCH_HISTOGRAM}_count") - sample(before, f"{BATCH_HISTOGRAM}_count")
+    (clicks1, batches1), (clicks0, batches0) = (histogram_sum_count(text, BATCH_HISTOGRAM) for text in (after, before))
+    clicks, batches = clicks1 - clicks0, batches1 - batches0
     return {**means, "clicks_per_batch": round(clicks / batches, 2) if batches > 0 else None}
 
 
