@@ -16,13 +16,17 @@ in how they turn the same evidence into a list:
   ``k`` items.
 * :class:`EaseModel` — EASE (Steck, 2019), the closed-form item-item model, refit every
   few thousand clicks on the clicks so far: the strongest of the three, and published.
+* :class:`TextModel` — content only: every item by the cosine of its text vector with the
+  user's recent items' mean. No crowd at all, so it is blind to popularity and equally at
+  home with an item nobody clicked: what the encoder alone knows about a catalogue. Compare
+  it across encoders (``RECSTREAM_MODEL__NAME``) to choose one for your items.
 
 All are deterministic: no randomness, ties broken by item id by the counters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -32,7 +36,7 @@ from streams.recommend import event_weight
 from streams.records import Click
 from streams.trending import Trending, TrendingParams
 
-__all__ = ["BlockedItems", "CovisitModel", "EaseModel", "EvalModel", "PopularityModel"]
+__all__ = ["BlockedItems", "CovisitModel", "EaseModel", "EvalModel", "PopularityModel", "TextModel"]
 
 #: Decayed-popularity half-life of the baselines: one week. Measured on the first 10k
 #: ml-100k clicks (popularity NDCG@10): 1 day 0.0307, 1 week 0.0363, 30 days 0.0368,
@@ -261,3 +265,76 @@ class EaseModel:
         self._columns, self._column_ids = columns, ids
         scores = x @ self._b
         self._scores = {user_id: scores[u] for u, user_id in enumerate(users) if x[u].any()}
+
+
+#: The user's most recent distinct positive items whose vectors make the text profile.
+#: Chosen on the first half of ml-100k's clicks (text NDCG@10, all-MiniLM-L6-v2 vectors): 1
+#: item 0.0155, 2 0.0159, 3 0.0156, 5 0.0145, 10 0.0118, 20 0.0094, 50 0.0078 (cold items:
+#: 0.0135, 0.0168, 0.0176, 0.0162, 0.0143, 0.0126, 0.0095): a title says most about the next
+#: title when it is the last one or two.
+TEXT_WINDOW = 2
+
+
+class TextModel:
+    """Content-based: known items ranked by the cosine of their text vector with the mean of
+    the user's last ``window`` distinct positive items' vectors (ties by item id).
+
+    Exact (one product with every known item's vector per list), as the eval's catalogues
+    are small. A user with no positive click yet gets no list: this model has nothing but
+    the user's own items to go on, and no popularity filler to hide that.
+    """
+
+    def __init__(self, item_vectors: Mapping[str, np.ndarray], window: int = TEXT_WINDOW,
+                 name: str = "text") -> None:
+        self.name = name
+        self.vectors = item_vectors
+        self.window = window
+        self._ids: list[str] = []  # rows of _matrix, in the order items became known
+        self._row: dict[str, int] = {}
+        self._matrix = np.zeros((0, 0), dtype=np.float32)  # (known items, dim), unit rows
+        self.recent: dict[str, list[str]] = {}  # user -> distinct positive items, newest last
+
+    def add_items(self, item_ids: Iterable[str]) -> None:
+        new = [i for i in dict.fromkeys(item_ids) if i not in self._row and i in self.vectors]
+        if not new:
+            return
+        rows = np.stack([np.asarray(self.vectors[i], dtype=np.float32) for i in new])
+        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        self._matrix = rows if not self._ids else np.concatenate([self._matrix, rows])
+        for i in new:
+            self._row[i] = len(self._ids)
+            self._ids.append(i)
+
+    def remove_items(self, item_ids: Iterable[str]) -> None:
+        gone = {i for i in item_ids if i in self._row}
+        if not gone:
+            return
+        keep = [r for r, i in enumerate(self._ids) if i not in gone]
+        self._ids = [self._ids[r] for r in keep]
+        self._matrix = self._matrix[keep]
+        self._row = {i: r for r, i in enumerate(self._ids)}
+
+    def recommend(self, user_id: str, now_s: float, k: int, exclude: Container[str]) -> list[str]:
+        rows = [self._row[i] for i in self.recent.get(user_id, ()) if i in self._row]
+        if not rows or k <= 0:
+            return []
+        scores = self._matrix @ self._matrix[rows].mean(axis=0)
+        order = sorted(range(len(self._ids)), key=lambda r: (-scores[r], self._ids[r])) if len(self._ids) <= 4 * k \
+            else None
+        width = min(len(self._ids), 4 * k + len(rows))
+        while order is None:  # the best few first; read on only when excluded items leave fewer than k
+            best = np.argpartition(-scores, width - 1)[:width] if width < len(self._ids) else np.arange(len(self._ids))
+            ranked = sorted(best.tolist(), key=lambda r: (-scores[r], self._ids[r]))
+            if width == len(self._ids) or sum(self._ids[r] not in exclude for r in ranked) >= k:
+                order = ranked
+            width = min(len(self._ids), 4 * width)
+        return [self._ids[r] for r in order if self._ids[r] not in exclude][:k]
+
+    def observe(self, click: Click) -> None:
+        if event_weight(click) <= 0:
+            return
+        recent = self.recent.setdefault(click.user_id, [])
+        if click.item_id in recent:
+            recent.remove(click.item_id)
+        recent.append(click.item_id)
+        del recent[: -self.window]

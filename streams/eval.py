@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.baselines import CovisitModel, EaseModel, EvalModel, PopularityModel
+from streams.baselines import CovisitModel, EaseModel, EvalModel, PopularityModel, TextModel
 from streams.datasets import Dataset, check_evaluable, load_dataset
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
@@ -289,7 +289,7 @@ def run_eval(
     sequence_every: int = 0,
     sequence_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Prequential replay of ``dataset`` through recstream, ``popularity``, ``covisit`` and ``ease``.
+    """Prequential replay of ``dataset`` through recstream, ``popularity``, ``covisit``, ``ease`` and ``text``.
 
     See the module docstring for the protocol and the metrics.
 
@@ -333,8 +333,7 @@ def run_eval(
     if sequence_every and sequence_dir is None:
         raise ValueError("sequence_every needs a sequence_dir")
     ours = RecstreamModel(item_vectors, dim, params, latest, sequence_every=sequence_every, sequence_dir=sequence_dir)
-    models: list[EvalModel] = [ours, PopularityModel(),
-                               CovisitModel(), EaseModel()]
+    models: list[EvalModel] = [ours, PopularityModel(), CovisitModel(), EaseModel(), TextModel(item_vectors)]
     models.extend(factory() for factory in extra_models)
     names = [m.name for m in models]
     if len(set(names)) != len(names):

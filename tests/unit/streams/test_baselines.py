@@ -1,10 +1,10 @@
-"""Baselines: popularity, co-visitation and EASE under the eval's model interface."""
+"""Baselines: popularity, co-visitation, EASE and text under the eval's model interface."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from streams.baselines import CovisitModel, EaseModel, PopularityModel
+from streams.baselines import CovisitModel, EaseModel, PopularityModel, TextModel
 from streams.records import Click
 
 
@@ -86,3 +86,46 @@ def test_ease_never_recommends_seen_or_unknown_items():
     m.observe(Click(user_id="u4", item_id="a", ts_s=61.0))
     recs = m.recommend("u4", 70.0, 10, {"a", "d"})
     assert "a" not in recs and "d" not in recs and len(recs) == len(set(recs))
+
+
+def _unit(x: float, y: float) -> np.ndarray:
+    v = np.array([x, y], dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+#: Two themes: a, b, e near the x axis (e nearest to a), c, d near the y axis.
+TEXT_VECTORS = {"a": _unit(1, 0), "b": _unit(1, 0.3), "e": _unit(1, 0.1), "c": _unit(0, 1), "d": _unit(0.2, 1)}
+
+
+def test_text_ranks_known_items_by_likeness_to_the_users_last_items():
+    m = TextModel(TEXT_VECTORS, window=1)
+    m.add_items(["a", "b", "c", "e"])  # "d" has no item record yet: never recommended
+    assert m.recommend("u1", 0.0, 3, set()) == []  # nothing clicked: nothing to go on
+    m.observe(Click(user_id="u1", item_id="a", ts_s=0.0))
+    assert m.recommend("u1", 1.0, 3, {"a"}) == ["e", "b", "c"]
+    m.observe(Click(user_id="u1", item_id="c", ts_s=2.0))  # window 1: only c counts now
+    assert m.recommend("u1", 3.0, 2, {"a", "c"}) == ["b", "e"]
+    m.add_items(["d"])
+    assert m.recommend("u1", 3.0, 1, {"a", "c"}) == ["d"]
+
+
+def test_text_profile_is_the_mean_of_the_window_and_ignores_dislikes():
+    m = TextModel(TEXT_VECTORS, window=2)
+    m.add_items(list(TEXT_VECTORS))
+    m.observe(Click(user_id="u1", item_id="a", ts_s=0.0))
+    m.observe(Click(user_id="u1", item_id="c", ts_s=1.0))
+    m.observe(Click(user_id="u1", item_id="e", ts_s=2.0, event="dislike"))  # not a taste
+    scores = {i: float(TEXT_VECTORS[i] @ (TEXT_VECTORS["a"] + TEXT_VECTORS["c"])) for i in ("b", "d", "e")}
+    expected = sorted(scores, key=lambda i: (-scores[i], i))
+    assert m.recommend("u1", 3.0, 3, {"a", "c"}) == expected
+
+
+def test_text_never_recommends_withdrawn_or_excluded_items():
+    m = TextModel(TEXT_VECTORS)
+    m.add_items(list(TEXT_VECTORS))
+    m.observe(Click(user_id="u1", item_id="a", ts_s=0.0))
+    m.remove_items(["e"])
+    recs = m.recommend("u1", 1.0, 10, {"a"})
+    assert sorted(recs) == ["b", "c", "d"] and recs[0] == "b"
+    m.remove_items(["a"])  # the user's own item withdrawn: nothing left to go on
+    assert m.recommend("u1", 1.0, 10, set()) == []

@@ -141,7 +141,7 @@ def test_run_eval_returns_the_contract_shape(tmp_path):
     out = run_eval(ds, vectors, k=10, progress=False, plot_path=tmp_path / "ndcg.png")
     assert {"dataset", "events", "k", "models", "seconds"} <= set(out)
     assert out["dataset"] == "tiny" and out["events"] == 60 and out["k"] == 10
-    assert set(out["models"]) == {"recstream", "popularity", "covisit", "ease"}
+    assert set(out["models"]) == {"recstream", "popularity", "covisit", "ease", "text"}
     for metrics in out["models"].values():
         segments = metrics.pop("segments")
         halves = metrics.pop("halves")
