@@ -1,5 +1,6 @@
 """One batch of clicks through the recommender, with no Kafka in it: decode, apply each user's
-clicks to their state in order, rank every user at once, build the records.
+clicks to their state in order, rank every user at once, build the records, and learn what the
+batch taught the crowd.
 
 Shared by the recommend stage (:mod:`streams.stages.recommend`, which reads the clicks from
 Kafka, loads and stores the states, and produces the records) and the deterministic rebuild
@@ -48,8 +49,9 @@ def read_click(message: Any, *, now_s: float, limits: RecordLimits) -> Click:
 
 def apply_clicks(recommender: Recommender, clicks: list[tuple[Any, Click]], load: LoadStates,
                  letters: list[tuple[Any, Exception]], learned: list[CrowdEvent]) -> list[BatchUser]:
-    """Each user's clicks applied in order to their stored state (loaded once); what the
-    crowd learned from them goes to ``learned``; a click that fails goes to ``letters``."""
+    """Each user's clicks applied in order to their stored state (loaded once); what they
+    teach the crowd goes to ``learned``, for :func:`learn_batch` once the batch is ranked; a
+    click that fails goes to ``letters``."""
     users: dict[bytes, BatchUser] = {}
     for event, click in clicks:
         message = event.message
@@ -68,12 +70,14 @@ def apply_clicks(recommender: Recommender, clicks: list[tuple[Any, Click]], load
             letters.append((event, broken[user.key]))
             continue
         try:
-            new = recommender.observe(user.state, click, learned)
+            new, lesson = recommender.apply(user.state, click)
         except Exception as exc:  # noqa: BLE001 - a click the state cannot absorb: dead letter
             log.exception("click at %s[%d]@%d failed", event.message.topic, event.message.partition,
                           event.message.offset)
             letters.append((event, exc))
             continue
+        if lesson is not None:
+            learned.append(lesson)
         if new is not user.state:
             user.state, user.changed = new, True
         elif user.state is not None and click.ts_s > user.state.forgotten_at_s:
@@ -82,6 +86,19 @@ def apply_clicks(recommender: Recommender, clicks: list[tuple[Any, Click]], load
             user.redelivered.add(id(event))
         user.clicks.append((event, click))
     return [u for u in users.values() if u.clicks]
+
+
+def learn_batch(recommender: Recommender, learned: list[CrowdEvent]) -> None:
+    """Count a ranked batch's clicks in the crowd's aggregates.
+
+    After the ranking, not before: a user's own click adds next to nothing to their list
+    (the pairs it counts lead to items they have seen), and its dozens of co-visit counts
+    are work a lone click's answer need not wait for (the stage learns once the answers have
+    left). So a batch is ranked on the crowd as it stood before the batch, in the worker and
+    in the rebuild alike.
+    """
+    for event in learned:
+        recommender.learn(event)
 
 
 def _load_each(load: LoadStates, users: dict[bytes, BatchUser], broken: dict[bytes, Exception]

@@ -85,8 +85,8 @@ class Metrics:
                 click_step_seconds=Histogram(
                     "recstream_click_step_seconds",
                     "One batch of the recommend stage by step: read (decode, load states, apply the clicks), "
-                    "rank (every user of the batch), send (produce, write the states back; the transaction too "
-                    "in exactly_once)",
+                    "rank (every user of the batch), send (produce, learn the batch's crowd lessons, write the states "
+                    "back; the transaction too in exactly_once)",
                     ["step"], buckets=STEP_BUCKETS_S,
                 ),
                 item_freshness_seconds=Histogram(

@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.catalog import ItemCatalog
-from streams.clickbatch import Versions, apply_clicks, rank_users, read_click, recommendations
+from streams.clickbatch import Versions, apply_clicks, learn_batch, rank_users, read_click, recommendations
 from streams.errors import RecstreamError
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState, encode_state, forgotten
@@ -194,6 +194,7 @@ class StateRebuild:
                     self.records.append((self.settings.topics.recommendations, event.message.key, encode_json(rec),
                                          None))
                     self.counts["recommendations"] += 1
+            learn_batch(recommender, learned)
             self.crowd.extend(learned)
             if recommender.refit_due:
                 recommender.refit_ranker()

@@ -14,8 +14,8 @@ O(catalogue):
 3. :func:`streams.ranking.rank_batch` blends, diversifies (MMR) and explains, every user at once.
 
 Prequential use (eval): ``recommend(state, now)`` first, then ``observe(state, click)``.
-Streaming use (workers): ``observe`` each click of a batch in order, then
-``recommend_batch`` on the batch's users.
+Streaming use (workers): ``apply`` each click of a batch in order, ``recommend_batch`` on the
+batch's users, then ``learn`` what the batch taught the crowd once its answers are on their way.
 """
 
 from __future__ import annotations
@@ -238,6 +238,18 @@ class Recommender:
                 learned: list[CrowdEvent] | None = None) -> UserState:
         """Apply a click to the user's state and to the crowd's aggregates; what the crowd
         learned from it is also appended to ``learned`` (for other workers), when given."""
+        new, event = self.apply(state, click)
+        if event is not None:
+            self.learn(event)
+            if learned is not None:
+                learned.append(event)
+        return new
+
+    def apply(self, state: UserState | None, click: Click) -> tuple[UserState, CrowdEvent | None]:
+        """The user's part of a click: their new state (the learned ranker hears the answer to
+        their last list too), and what the click teaches the crowd, not learned yet (None for
+        a replayed click, which counts once, and for a dislike). A worker learns a batch's
+        lessons after its answers have left (:func:`streams.clickbatch.learn_batch`)."""
         weight = event_weight(click)
         new = update_interest(
             state, user_id=click.user_id, item_id=click.item_id,
@@ -245,17 +257,14 @@ class Recommender:
             params=self.params.interest,
         )
         if new is state:  # a replayed click (at-least-once) counts once
-            return new
+            return new, None
         if self.trainer is not None and self.trainer.clicked(click.user_id, click.item_id if weight > 0 else None):
             self.refit_due = True  # the caller refits: eval at once, a worker off its event loop
         if weight <= 0:
-            return new
+            return new, None
         # the items before this click
-        event = CrowdEvent(click.item_id, click.ts_s, weight, recent_positive(state) if state is not None else None)
-        self.learn(event)
-        if learned is not None:
-            learned.append(event)
-        return new
+        return new, CrowdEvent(click.item_id, click.ts_s, weight,
+                               recent_positive(state) if state is not None else None)
 
     def refit_ranker(self) -> None:
         """Refit the learned ranker on the answered recommendations kept so far, now."""

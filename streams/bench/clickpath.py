@@ -37,6 +37,7 @@ from streams.index.factory import open_index
 from streams.index.memory import MemoryIndex
 from streams.interest import UserState
 from streams.catalog import ItemCatalog, ItemInfo
+from streams.clickbatch import learn_batch
 from streams.recommend import CrowdState, Recommender, RecommenderParams, Request
 from streams.records import Click
 from streams.settings import Settings
@@ -85,19 +86,24 @@ class _Run:
         return out
 
     def replay(self, clicks: list[Click], batch: int = 1) -> np.ndarray:
-        """Milliseconds per click (observe + recommend), served ``batch`` clicks at a time as
-        the recommend stage serves them: every click observed in order, then one
-        ``recommend_batch`` for the batch's users (each ranked once, on their latest state).
-        Each click of a batch is charged the batch's time over its size."""
+        """Milliseconds per click (apply + recommend + learn), served ``batch`` clicks at a
+        time as the recommend stage serves them: every click applied in order, one
+        ``recommend_batch`` for the batch's users (each ranked once, on their latest state),
+        then the batch's lessons learned by the crowd. Each click of a batch is charged the
+        batch's time over its size."""
         out = np.empty(len(clicks))
         rec, states = self.recommender, self.states
         for start in range(0, len(clicks), batch):
             chunk = clicks[start:start + batch]
             started = time.perf_counter()
+            lessons = []
             for click in chunk:
-                states[click.user_id] = rec.observe(states.get(click.user_id), click)
+                states[click.user_id], lesson = rec.apply(states.get(click.user_id), click)
+                if lesson is not None:
+                    lessons.append(lesson)
             users = list(dict.fromkeys(click.user_id for click in chunk))
             rec.recommend_batch([Request(states[u], states[u].last_ts_s) for u in users])
+            learn_batch(rec, lessons)
             out[start:start + len(chunk)] = (time.perf_counter() - started) * 1000.0 / len(chunk)
         return out
 

@@ -687,7 +687,7 @@ def worker_steps(before: str, after: str) -> dict[str, float | None] | None:
     """Where a click's time went inside the worker between two scrapes of its metrics: the mean
     ms a click waited for its batch to be served (``click_wait``: from its Kafka timestamp:
     the broker, the fetch and the queue), the mean ms of each step of a batch (``batch_read``:
-    decode, load states, apply; ``batch_rank``; ``batch_send``: produce and write back), and
+    decode, load states, apply; ``batch_rank``; ``batch_send``: produce, learn, write back), and
     the mean clicks a batch (``clicks_per_batch``). A lone click's latency is its wait plus
     its batch's steps plus the way back to the reader; under load, the wait is where queueing
     shows. None when the worker served nothing in between."""

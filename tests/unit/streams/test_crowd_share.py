@@ -59,3 +59,40 @@ def test_records_split_and_bad_ones_say_why() -> None:
     with pytest.raises(RecordDecodeError) as err:
         decode_events(encode_events([events[0]])[0].replace(b"\xa2i0", b"\xcc\x07"))  # an int for the item id
     assert err.value.reason == DecodeReason.WRONG_TYPE
+
+
+def test_a_batch_is_ranked_on_the_crowd_from_before_it_and_learned_after() -> None:
+    """apply_clicks moves the users' states and leaves the crowd alone; learn_batch then counts
+    the batch exactly as observing each click would have."""
+    from streams.clickbatch import apply_clicks, learn_batch
+
+    class _Event:
+        def __init__(self, user: str, n: int) -> None:
+            self.message = type("M", (), {"key": user.encode(), "partition": 0, "topic": "clicks", "offset": n})()
+
+    served, observed = _recommender(), _recommender()
+    clicks = _clicks(40)
+    states: dict[bytes, object] = {}
+    for user, item, ts in clicks:
+        states[user.encode()] = observed.observe(states.get(user.encode()), _click(user, item, ts))
+    before = served.crowd()
+    learned: list[CrowdEvent] = []
+    letters: list = []
+    users = apply_clicks(served, [(_Event(u, n), _click(u, i, ts)) for n, (u, i, ts) in enumerate(clicks)],
+                         lambda keys: dict.fromkeys(k for k, _ in keys), letters, learned)
+    assert not letters and served.crowd() == before, "nothing counted while the batch is being served"
+    assert {u.key: u.state for u in users} == states, "each user's state is as observing would leave it"
+    learn_batch(served, learned)
+    later = NOW + 100
+    for item in observed.catalog.ids():
+        assert served.covisit.neighbours(item, later, 5) == observed.covisit.neighbours(item, later, 5), item
+        assert served.colike.neighbours(item, later, 5) == observed.colike.neighbours(item, later, 5), item
+    assert served.trending.top(later, 5) == observed.trending.top(later, 5)
+
+
+def test_apply_reports_the_lesson_of_a_click_once() -> None:
+    rec = _recommender()
+    state, lesson = rec.apply(None, _click("u", "space-0", NOW))
+    assert lesson == CrowdEvent("space-0", NOW, 1.0, None) and len(rec.trending) == 0
+    again, replayed = rec.apply(state, _click("u", "space-0", NOW))  # at-least-once: the same click again
+    assert again is state and replayed is None
