@@ -318,17 +318,16 @@ class TextModel:
         rows = [self._row[i] for i in self.recent.get(user_id, ()) if i in self._row]
         if not rows or k <= 0:
             return []
+        ids, n = self._ids, len(self._ids)
         scores = self._matrix @ self._matrix[rows].mean(axis=0)
-        order = sorted(range(len(self._ids)), key=lambda r: (-scores[r], self._ids[r])) if len(self._ids) <= 4 * k \
-            else None
-        width = min(len(self._ids), 4 * k + len(rows))
-        while order is None:  # the best few first; read on only when excluded items leave fewer than k
-            best = np.argpartition(-scores, width - 1)[:width] if width < len(self._ids) else np.arange(len(self._ids))
-            ranked = sorted(best.tolist(), key=lambda r: (-scores[r], self._ids[r]))
-            if width == len(self._ids) or sum(self._ids[r] not in exclude for r in ranked) >= k:
-                order = ranked
-            width = min(len(self._ids), 4 * width)
-        return [self._ids[r] for r in order if self._ids[r] not in exclude][:k]
+        width = min(n, 4 * k + len(rows))
+        while True:  # the best few first; read on only when excluded items leave fewer than k
+            best = np.argpartition(-scores, width - 1)[:width] if width < n else np.arange(n)
+            ranked = sorted(best.tolist(), key=lambda r: (-scores[r], ids[r]))
+            out = [ids[r] for r in ranked if ids[r] not in exclude][:k]
+            if len(out) == k or width == n:
+                return out
+            width = min(n, 4 * width)
 
     def observe(self, click: Click) -> None:
         if event_weight(click) <= 0:

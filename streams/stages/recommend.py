@@ -31,10 +31,11 @@ At-least-once follows: faust commits only acknowledged offsets, and flushes its 
 their state updates are no-ops and they are answered again (duplicates downstream are
 recognisable by ``trigger``).
 
-Exactly-once (``kafka.processing_guarantee=exactly_once``): steps 4-7 become one Kafka
-transaction per batch (:mod:`streams.stages.transactions`) holding the records, the changed
-states' changelog records and the input offsets; the states are put locally after it
-commits, and a click whose state change the state already holds is not answered again.
+Exactly-once (``kafka.processing_guarantee=exactly_once``): the records of steps 4-6 become
+one Kafka transaction per batch (:mod:`streams.stages.transactions`) holding the records, the
+crowd's lessons, the changed states' changelog records and the input offsets; the states are
+put locally and the crowd learns the batch after it commits, and a click whose state change
+the state already holds is not answered again.
 """
 
 from __future__ import annotations
