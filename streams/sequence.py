@@ -17,7 +17,6 @@ Model directories live side by side under one root, and ``<root>/latest`` names 
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from streams import products
 from streams.errors import RecstreamError
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ GRAPH_FILE = "sequence.onnx"
 TABLE_FILE = "items.npy"
 PROJECT_FILE = "project.npy"
 IDS_FILE = "items.json"
-#: Tables with fewer items than this are scored one user at a time (:meth:`SequenceModel.logits`).
-GEMV_BELOW = 2_048
-#: Rows of the item table per block of :meth:`SequenceModel.logits`' product (at most).
-_BLOCK_ROWS = 4_096
 #: :func:`top_n` looks for a user's best items among the best of blocks of this many.
 _TOP_BLOCK = 256
 
@@ -92,9 +88,6 @@ class SequenceModel:
         self.row = {item_id: r for r, item_id in enumerate(self.item_ids)}
         self.table = np.ascontiguousarray(table, dtype=np.float32)
         self.project = np.ascontiguousarray(project, dtype=np.float32)
-        # logits' blocks of rows: as even as can be, so that each holds >= GEMV_BELOW rows
-        edges = np.linspace(0, len(self.table), -(-len(self.table) // _BLOCK_ROWS) + 1).astype(int).tolist()
-        self._blocks = list(itertools.pairwise(edges))
 
     @classmethod
     def load(cls, directory: Path) -> SequenceModel:
@@ -153,28 +146,10 @@ class SequenceModel:
         whatever other users come with it (a worker's batches hold any number of users, and a
         list must not depend on its batch).
 
-        The product reads the whole table (25.6 MB at 100k items x 64) once per batch, in
-        blocks of rows: each block's ``block @ users.T`` is a tall, thin product, the shape BLAS
-        serves fastest, and its small transpose is copied while it is still in cache (at 100k
-        items on one core: 1.9 ms for one user and 13 ms for 55, against 4.1 and 48 as one
-        ``users @ table.T`` with a top-n per user). Such a product's columns come out bit for
-        bit alike for any number of users; a lone user is padded with a zero row, since one
-        vector would take the matrix-vector route, which rounds differently. Under
-        :data:`GEMV_BELOW` rows BLAS (OpenBLAS) picks kernels by the shape and a column can
-        change with the batch's size, so small tables, and every block, are kept above it:
-        a small table is scored one user at a time (a few microseconds each).
+        The product reads the whole table (25.6 MB at 100k items x 64) once per batch, and
+        gives a user the same scores in any batch (:mod:`streams.products`).
         """
-        users = np.asarray(users, dtype=np.float32)
-        table = self.table
-        out = np.empty((len(users), len(table)), dtype=np.float32)
-        if len(table) < GEMV_BELOW:
-            for b, user in enumerate(users):
-                out[b] = table @ user
-            return out
-        padded = users if len(users) > 1 else np.concatenate([users, np.zeros_like(users)])
-        for lo, hi in self._blocks:
-            out[:, lo:hi] = (table[lo:hi] @ padded.T).T[:len(users)]
-        return out
+        return products.scores(self.table, users)
 
     def probabilities(self, users: np.ndarray) -> np.ndarray:
         """``(B, items)``: each user's next-click probability over the model's items."""

@@ -2,7 +2,7 @@
 
 Layout: one contiguous float32 matrix ``[capacity, dim]`` whose first ``count()`` rows are
 live, plus ``item_id -> row`` and ``row -> item_id``. Delete moves the last live row into
-the freed slot (swap-delete), so live rows stay dense and a search is one mat-vec over
+the freed slot (swap-delete), so live rows stay dense and a search is one product over
 them; capacity doubles when full (amortised O(1) appends).
 
 Scores are true cosine similarities: stored rows and queries are normalised on a copy
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from streams import products
 from streams.errors import IndexError_
 from streams.index._common import Excludes, check_dim, check_queries, check_upsert, rank_hits, row_excludes
 from streams.index.base import Hit
@@ -108,7 +109,7 @@ class MemoryIndex:
         *,
         exclude: Excludes = frozenset(),
     ) -> list[list[Hit]]:
-        """Exact top-``k`` for each row, scored with one mat-mul."""
+        """Exact top-``k`` for each row, each scored as it would be alone (:mod:`streams.products`)."""
         self._check_open()
         queries = check_queries(vectors, self._dim, k, batch=True)
         return self._search_rows(queries, k, row_excludes(exclude, queries.shape[0]))
@@ -155,9 +156,10 @@ class MemoryIndex:
         live = len(self._id_at)
         if k == 0 or live == 0:
             return [[] for _ in range(queries.shape[0])]
-        scores = self._matrix[:live] @ _normalised(queries).T  # [live, m]
+        # the same scores for a query in any batch: a batch of users gets each user's own list
+        scores = products.scores(self._matrix[:live], _normalised(queries))  # [m, live]
         results: list[list[Hit]] = []
-        for column, exclude in zip(scores.T, excludes, strict=True):  # column: [live]
+        for column, exclude in zip(scores, excludes, strict=True):  # column: [live]
             fetch = min(live, k + len(exclude))
             if fetch < live:
                 # The fetch-th largest score; take every row at or above it so a tie that

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from streams.sequence import GEMV_BELOW, SequenceManifest, SequenceModel, top_n
+from streams import products
+from streams.sequence import SequenceManifest, SequenceModel, top_n
 
 
 def _model(items: int, dim: int) -> SequenceModel:
@@ -19,9 +20,9 @@ def _model(items: int, dim: int) -> SequenceModel:
                          rng.normal(size=(4, dim)).astype(np.float32))
 
 
-# 300 x 64 is a shape where one product for the batch would round a user's column differently
-# with the batch's size (OpenBLAS); GEMV_BELOW keeps such tables on per-user products.
-@pytest.mark.parametrize(("items", "dim"), [(300, 64), (GEMV_BELOW - 1, 16), (GEMV_BELOW, 64), (20_000, 64)])
+# Shapes where one product for the batch rounds a user's column differently with the batch's
+# size (OpenBLAS 0.3.31: all of them), and one over several blocks of rows.
+@pytest.mark.parametrize(("items", "dim"), [(300, 64), (2_047, 16), (2_048, 64), (products.BLOCK_ROWS * 4 + 3, 64)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_users_scores_are_the_same_in_any_batch(items: int, dim: int, threads: int) -> None:
     model = _model(items, dim)
@@ -32,10 +33,12 @@ def test_a_users_scores_are_the_same_in_any_batch(items: int, dim: int, threads:
         for size in (1, 2, 3, 7, 16, 33, 70):
             assert np.array_equal(model.logits(users[:size]), together[:size]), f"batch of {size}"
         assert np.array_equal(model.logits(users[5:6])[0], together[5])
+        for start in (1, 9, 40):  # a user in any position of a product
+            assert np.array_equal(model.logits(users[start:start + 5]), together[start:start + 5])
 
 
 def test_the_scores_are_the_products_with_the_item_table() -> None:
-    model = _model(GEMV_BELOW + 10, 16)
+    model = _model(products.BLOCK_ROWS + 10, 16)
     users = np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32)
     np.testing.assert_allclose(model.logits(users), users.astype(np.float64) @ model.table.T.astype(np.float64),
                                rtol=1e-5, atol=1e-4)
