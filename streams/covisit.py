@@ -2,9 +2,16 @@
 
 When a user engages with item ``b`` at ``t``, each of their previous few items ``a`` (at most
 ``window_items`` back and within ``window_s`` of ``t``) co-occurs with ``b``. With
-``pair_weight="rank"`` closer ones count more: the ``p``-th most recent previous item adds
-``1 / p`` (session co-visitation, "viewed together"); with ``"uniform"`` each adds 1
-(long-term co-occurrence over a wide window, "liked by the same people"). Counts are symmetric
+``pair_weight="rank"`` closer ones count more: a previous item from the user's ``p``-th most
+recent moment adds ``1 / p`` (session co-visitation, "viewed together"); with ``"uniform"``
+each adds 1 (long-term co-occurrence over a wide window, "liked by the same people").
+
+Ranks count moments, not positions: items with the same timestamp share a rank. Their order
+in the stream says nothing (a batch import, a rating session stamped to the second: half of
+ml-100k's consecutive clicks of a user share their second), and ranking them by it would
+weigh a pair by an accident of the log. ml-100k, first 30k clicks, NDCG@10 from positions to
+moments: covisit 0.0871 -> 0.0938, recstream 0.0928 -> 0.0967 (ranks by moment but counted
+as positions, "competition" ranks, gain about half as much). Counts are symmetric
 (``co(a, b)`` and ``co(b, a)`` grow together) and decay with a half-life::
 
     co_ab(t) = sum_e w_e * 2 ** (-(t - t_e) / half_life_s)
@@ -31,8 +38,8 @@ Candidates for a user aggregate the rows of their recent items, with ``normalise
 
 where ``n_i`` is item ``i``'s own decayed count of engagements (so a blockbuster that co-occurs
 with everything does not crowd out the items specifically liked with ``r``). In both,
-``recency = 1 / (1 + p)`` for the ``p``-th most recent item; ``because`` is the recent item that
-contributed most.
+``recency = 1 / (1 + p)`` for the items of the ``p``-th most recent moment (``p`` from 0);
+``because`` is the recent item that contributed most.
 
 Worker-local and mutable for speed (it is aggregate state, not per-user state), but every
 method takes time as an argument and reads no clock, so a replay gives the same counts.
@@ -68,7 +75,7 @@ class CovisitParams:
         max_neighbours: neighbours kept per item (bounded memory: items x 2 x this).
         query_items: how many of the user's recent items seed candidates.
         smoothing: added to the normaliser's counts (in decayed units).
-        pair_weight: ``"rank"`` (the p-th previous item adds 1/p) or ``"uniform"`` (each adds 1).
+        pair_weight: ``"rank"`` (an item of the p-th previous moment adds 1/p) or ``"uniform"`` (each adds 1).
         normalise: ``"row"`` (P(c | r)) or ``"cosine"`` (co_rc / sqrt(n_r n_c)).
 
     The defaults are tuned on ml-100k with ``recstream eval`` (first 30k clicks, covisit
@@ -271,15 +278,16 @@ class CovisitCounts:
         b = self._number(item_id)
         self._totals[b] = log2_add(float(self._totals[b]), base)
         uniform = p.pair_weight == "uniform"
-        rank = 0
+        rank, moment = 0, math.nan  # the rank of the moment being paired, and its time
         paired: set[str] = {item_id}
         for prev_id, prev_ts in reversed(prev_items):
-            if rank >= p.window_items:
+            if len(paired) > p.window_items:
                 break
             if prev_id in paired:
                 continue  # self-pairs and repeats count once, at their closest position
             paired.add(prev_id)
-            rank += 1
+            if prev_ts != moment:
+                rank, moment = rank + 1, prev_ts
             if not abs(ts_s - prev_ts) <= p.window_s:
                 continue
             log_w = base if uniform else base - math.log2(rank)  # weight 1 or 1 / rank
@@ -338,20 +346,23 @@ class CovisitCounts:
         p = self.params
         rows: list[_Row] = []
         numbers: list[int] = []  # of the recent items whose rows are read, newest first
-        recency: list[float] = []  # 1 / (1 + p) for the p-th most recent distinct item
+        recency: list[float] = []  # 1 / (1 + p) for the items of the p-th most recent moment
         used: set[str] = set()
-        for rid, _ts in reversed(recent_items):
+        rank, moment = 0, math.nan
+        for rid, ts in reversed(recent_items):
             if len(used) >= p.query_items:
                 break
             if rid in used:
                 continue
             used.add(rid)
+            if ts != moment:
+                rank, moment = rank + 1, ts
             r = self._numbers.get(rid, -1)
             row = self._rows.get(r)
             if row is not None and row.n:
                 rows.append(row)
                 numbers.append(r)
-                recency.append(1.0 / len(used))
+                recency.append(1.0 / rank)
         if not rows:
             return CoScores(self._numbers, self._names, _NO_SCORES_IDS, np.zeros(0), _NO_SCORES_IDS, exclude)
         # Every row in one set of arrays: a fixed number of numpy calls however many rows.

@@ -83,6 +83,25 @@ def test_closer_previous_items_count_more_and_windows_apply():
     assert "far_in_time" not in n
 
 
+
+def test_items_of_the_same_moment_share_a_rank():
+    """Ranks count moments: items stamped alike pair as strongly with a new item, whatever
+    their order in the log, and the moment before them comes second, not third."""
+    counts = CovisitCounts(CovisitParams(half_life_s=H, window_items=3))
+    prev = [("outside", T0 - 30), ("before", T0 - 20), ("same1", T0 - 10), ("same2", T0 - 10)]
+    counts.observe(prev, "new", T0)
+    n = dict(counts.neighbours("new", T0, 10))
+    assert n == {"same1": pytest.approx(1.0), "same2": pytest.approx(1.0), "before": pytest.approx(0.5)}
+
+
+def test_recent_items_of_the_same_moment_weigh_alike_in_candidates():
+    counts = CovisitCounts(CovisitParams(half_life_s=H))
+    for seed, target in (("old", "x"), ("now1", "y"), ("now2", "z")):
+        counts.observe([(seed, T0)], target, T0 + 1)
+    scores = counts.scores([("old", T0 + 5), ("now1", T0 + 9), ("now2", T0 + 9)], T0 + 10)
+    (y, _), (z, _), (x, _) = lookup(scores, ["y", "z", "x"])
+    assert y == pytest.approx(z) and x == pytest.approx(y / 2)
+
 def test_repeated_and_self_items_pair_once():
     counts = CovisitCounts(CovisitParams(half_life_s=H))
     counts.observe([("a", T0), ("new", T0), ("a", T0)], "new", T0)
