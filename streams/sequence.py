@@ -88,6 +88,7 @@ class SequenceModel:
         self.row = {item_id: r for r, item_id in enumerate(self.item_ids)}
         self.table = np.ascontiguousarray(table, dtype=np.float32)
         self.project = np.ascontiguousarray(project, dtype=np.float32)
+        self._project_columns = np.ascontiguousarray(self.project.T)  # embed's text -> model space
 
     @classmethod
     def load(cls, directory: Path) -> SequenceModel:
@@ -111,14 +112,15 @@ class SequenceModel:
 
     def embed(self, item_ids: Sequence[str], text_vectors: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         """``(n, dim)`` embeddings: the trained row where the model knows the item, the
-        projected text vector (``text_vectors(ids)``) where it does not."""
+        projected text vector (``text_vectors(ids)``) where it does not, the same whichever
+        other items come with it."""
         out = np.empty((len(item_ids), self.manifest.dim), dtype=np.float32)
         rows = np.fromiter((self.row.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
         known = rows >= 0
         out[known] = self.table[rows[known]]
         if not known.all():
             unknown = [i for i, r in zip(item_ids, rows.tolist(), strict=True) if r < 0]
-            out[~known] = text_vectors(unknown) @ self.project
+            out[~known] = products.scores(self._project_columns, text_vectors(unknown))  # batch-invariant
         return out
 
     def users(self, histories: Sequence[Sequence[str]],

@@ -37,6 +37,25 @@ def test_a_users_scores_are_the_same_in_any_batch(items: int, dim: int, threads:
             assert np.array_equal(model.logits(users[start:start + 5]), together[start:start + 5])
 
 
+
+def test_an_unknown_items_embedding_is_the_same_with_any_other_items() -> None:
+    """Items the model was not trained on are projected from their text vectors; a user's
+    vector must not depend on which other new items the batch holds."""
+    rng = np.random.default_rng(5)
+    manifest = SequenceManifest(version="test@1", dim=64, max_len=8, text_dim=384, items=10, trained_on={},
+                                config={}, parity={}, losses=[])
+    model = SequenceModel(None, manifest, [f"i{n}" for n in range(10)], rng.normal(size=(10, 64)).astype(np.float32),
+                          rng.normal(size=(384, 64)).astype(np.float32))
+    texts = {f"new{n}": v for n, v in enumerate(rng.normal(size=(40, 384)).astype(np.float32))}
+
+    def text_vectors(ids: list[str]) -> np.ndarray:
+        return np.stack([texts[i] for i in ids])
+
+    together = model.embed(["i0", *texts], text_vectors)
+    np.testing.assert_allclose(together[1:], np.stack(list(texts.values())) @ model.project, rtol=1e-5, atol=1e-5)
+    for n, item_id in enumerate(texts, 1):
+        assert np.array_equal(model.embed([item_id], text_vectors)[0], together[n])
+
 def test_the_scores_are_the_products_with_the_item_table() -> None:
     model = _model(products.BLOCK_ROWS + 10, 16)
     users = np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32)
