@@ -6,6 +6,9 @@ queries, co-visitation, trending, ranking, reasons) for a Zipf stream of clicks 
 synthetic items in the configured index (Qdrant Edge by default, HNSW built as the worker
 builds it). The baseline, timed in the same run on the same clicks, is the numpy index doing
 exact search, so the report's ``speedup`` is the configured index against brute force.
+Each run also says where a click's time goes, step by step (``steps_ms_per_click``: the
+click applied, the batch's plans, index search, sequence model, offers, ranking, and the
+crowd's learning), so the next speed-up starts from a measurement, not a guess.
 
 Last, the same clicks one at a time, each after ``idle_gap_ms`` of sleep (``after_idle``): a
 worker at a low click rate serves every click from cold caches (while it sleeps, the click
@@ -38,6 +41,7 @@ from streams.index.memory import MemoryIndex
 from streams.interest import UserState
 from streams.catalog import ItemCatalog, ItemInfo
 from streams.clickbatch import learn_batch
+from streams.recommend import STEPS as RECOMMEND_STEPS
 from streams.recommend import CrowdState, Recommender, RecommenderParams, Request
 from streams.records import Click
 from streams.settings import Settings
@@ -50,11 +54,19 @@ WARM_UP = 500
 NOW_S = 1_700_000_000.0
 #: The sleep before each click of the ``after_idle`` figure: a click every 20 ms is 50 clicks/s.
 IDLE_GAP_MS = 20.0
+#: Where a click's time goes, in the order it is spent: the click applied to its user's state,
+#: the steps of ``Recommender.recommend_batch``, and the crowd learning from the batch.
+STEPS = ("apply", *RECOMMEND_STEPS, "learn")
 
 
 def _percentiles(ms: np.ndarray) -> dict[str, float | None]:
     summary = percentiles_ms(ms)
     return {"mean": round(float(ms.mean()), 3), "p50": summary["p50"], "p99": summary["p99"]}
+
+
+def _per_click(seconds: dict[str, float], clicks: int) -> dict[str, float]:
+    """Each step's milliseconds per click, in :data:`STEPS` order."""
+    return {step: round(seconds.get(step, 0.0) * 1000.0 / max(clicks, 1), 3) for step in STEPS}
 
 
 class _Run:
@@ -85,12 +97,12 @@ class _Run:
             out[n] = self.replay([click])[0]
         return out
 
-    def replay(self, clicks: list[Click], batch: int = 1) -> np.ndarray:
+    def replay(self, clicks: list[Click], batch: int = 1, steps: dict[str, float] | None = None) -> np.ndarray:
         """Milliseconds per click (apply + recommend + learn), served ``batch`` clicks at a
         time as the recommend stage serves them: every click applied in order, one
         ``recommend_batch`` for the batch's users (each ranked once, on their latest state),
         then the batch's lessons learned by the crowd. Each click of a batch is charged the
-        batch's time over its size."""
+        batch's time over its size. ``steps`` gains the seconds of each step (:data:`STEPS`)."""
         out = np.empty(len(clicks))
         rec, states = self.recommender, self.states
         for start in range(0, len(clicks), batch):
@@ -102,9 +114,15 @@ class _Run:
                 if lesson is not None:
                     lessons.append(lesson)
             users = list(dict.fromkeys(click.user_id for click in chunk))
-            rec.recommend_batch([Request(states[u], states[u].last_ts_s) for u in users])
+            applied = time.perf_counter()
+            rec.recommend_batch([Request(states[u], states[u].last_ts_s) for u in users], timings=steps)
+            ranked = time.perf_counter()
             learn_batch(rec, lessons)
-            out[start:start + len(chunk)] = (time.perf_counter() - started) * 1000.0 / len(chunk)
+            done = time.perf_counter()
+            if steps is not None:
+                steps["apply"] = steps.get("apply", 0.0) + applied - started
+                steps["learn"] = steps.get("learn", 0.0) + done - ranked
+            out[start:start + len(chunk)] = (done - started) * 1000.0 / len(chunk)
         return out
 
 
@@ -128,9 +146,11 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
         progress: called with a line per step.
 
     Returns:
-        ``{"items","clicks","index","sequence","ms_per_click":{"mean","p50","p99"},"clicks_s",
-        "batched":{"batch","ms_per_click","clicks_s","speedup"},"baseline":{"index","clicks",
-        "ms_per_click"},"after_idle":{"gap_ms","clicks","ms_per_click","ratio"},"speedup"}``;
+        ``{"items","clicks","index","sequence","ms_per_click":{"mean","p50","p99"},
+        "steps_ms_per_click","clicks_s","batched":{"batch","ms_per_click","steps_ms_per_click",
+        "clicks_s","speedup"},"baseline":{"index","clicks","ms_per_click"},"after_idle":{"gap_ms",
+        "clicks","ms_per_click","ratio"},"speedup"}``; ``steps_ms_per_click`` says where a
+        click's time goes (:data:`STEPS`: the mean milliseconds per click of each);
         ``sequence`` is the served model's version (None without one); ``after_idle`` is None
         when ``idle_clicks`` is 0, and its ``ratio`` is its mean over the mean of the same
         clicks served back to back; ``speedup`` is the baseline's mean over the index's mean,
@@ -167,10 +187,12 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
             run.replay(warm)
             states, crowd = dict(run.states), run.recommender.crowd()
             say(f"{clicks:,} clicks on {index.name}, one at a time")
-            ms = run.replay(timed)
+            steps: dict[str, float] = {}
+            ms = run.replay(timed, steps=steps)
             run.reset(states, crowd)
             say(f"{clicks:,} clicks on {index.name}, {batch} at a time")
-            batched_ms = run.replay(timed, batch=batch)
+            batched_steps: dict[str, float] = {}
+            batched_ms = run.replay(timed, batch=batch, steps=batched_steps)
             idle_ms = None
             if idle_clicks > 0:
                 run.reset(states, crowd)
@@ -192,8 +214,10 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
         "index": index.name,
         "sequence": model.version if model is not None else None,
         "ms_per_click": _percentiles(ms),
+        "steps_ms_per_click": _per_click(steps, len(ms)),
         "clicks_s": round(1000.0 / float(ms.mean()), 1),
         "batched": {"batch": batch, "ms_per_click": _percentiles(batched_ms),
+                    "steps_ms_per_click": _per_click(batched_steps, len(batched_ms)),
                     "clicks_s": round(1000.0 / float(batched_ms.mean()), 1),
                     "speedup": round(float(ms.mean()) / float(batched_ms.mean()), 2)},
         "baseline": {"index": "numpy-exact", "clicks": len(baseline_ms), "ms_per_click": _percentiles(baseline_ms)},

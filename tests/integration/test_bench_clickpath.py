@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench.clickpath import run_clickpath_bench
+from streams.bench.clickpath import STEPS, run_clickpath_bench
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -32,6 +32,11 @@ def test_small_clickpath_bench_reports_both_indexes(tmp_path: Path) -> None:
     assert set(idle["ms_per_click"]) == {"mean", "p50", "p99"} and idle["ms_per_click"]["mean"] > 0
     assert report["speedup"] > 0 and report["clicks_s"] > 0
     assert len(steps) == 5  # load, one at a time, batched, after idle, baseline
+    for run in (report, batched):  # where a click's time goes: the steps add up to (nearly) all of it
+        split = run["steps_ms_per_click"]
+        assert list(split) == list(STEPS) and all(v >= 0 for v in split.values())
+        assert split["search"] > 0 and split["rank"] > 0
+        assert 0.5 * run["ms_per_click"]["mean"] <= sum(split.values()) <= run["ms_per_click"]["mean"] + 0.01
 
 
 def test_the_clickpath_bench_serves_a_sequence_model_when_asked(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from streams.index.memory import MemoryIndex
 from streams.catalog import ItemCatalog, ItemInfo
-from streams.recommend import Recommender, RecommenderParams, Request
+from streams.recommend import STEPS, Recommender, RecommenderParams, Request
 from streams.records import Click
 
 DIM = 8
@@ -166,6 +166,19 @@ def test_a_batch_ranks_every_user_as_one_request_would():
         if request.state is not None:
             assert not {r.item_id for r in ranked} & ({e.item_id for e in request.state.recent} | request.exclude)
 
+
+
+def test_a_timed_batch_says_where_its_time_went_and_ranks_as_an_untimed_one():
+    rec = _recommender()
+    alice = rec.observe(None, _click("alice", "space-0", NOW))
+    requests = [Request(alice, NOW + 1), Request(None, NOW + 1)]
+    timings: dict[str, float] = {}
+    timed = rec.recommend_batch(requests, record_exposure=False, timings=timings)
+    assert timed == rec.recommend_batch(requests, record_exposure=False)
+    assert list(timings) == list(STEPS) and all(seconds >= 0 for seconds in timings.values())
+    first = dict(timings)
+    rec.recommend_batch(requests, record_exposure=False, timings=timings)
+    assert timings["rank"] > first["rank"] and all(timings[s] >= first[s] for s in STEPS)  # a second batch adds up
 
 def test_a_batch_searches_the_index_once():
     rec = _recommender()
