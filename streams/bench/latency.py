@@ -446,14 +446,13 @@ class BenchRun:
             "RECSTREAM_STATE": self.settings.state.model_dump_json(),
             "RECSTREAM_RECOMMEND": self.settings.recommend.model_dump_json(),
             "RECSTREAM_LIMITS": self.settings.limits.model_dump_json(),
-            "RECSTREAM_INDEX__KIND": self.settings.index.kind,
+            # the bench's index settings (kind, quantization, memo, URL), in the worker's own data dir
+            "RECSTREAM_INDEX": self.settings.index.model_dump_json(exclude={"path", "api_key"}),
             # the encode stage's (when it runs), device and shape buckets included: a GPU worker
             # is benched with RECSTREAM_MODEL__DEVICE=cuda
             "RECSTREAM_MODEL": self.settings.model.model_copy(update={"dir": self.settings.model_dir}).model_dump_json(),
             **{f"RECSTREAM_TOPICS__{name.upper()}": str(value) for name, value in topics.items()},
         })
-        if self.settings.index.url:
-            env["RECSTREAM_INDEX__URL"] = self.settings.index.url
         return env
 
     def start_worker(self, stages: str = "index,recommend") -> None:
