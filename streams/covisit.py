@@ -4,15 +4,8 @@ When a user engages with item ``b`` at ``t``, each of their previous few items `
 ``window_items`` back and within ``window_s`` of ``t``) co-occurs with ``b``. With
 ``pair_weight="rank"`` closer ones count more: a previous item from the user's ``p``-th most
 recent moment adds ``1 / p`` (session co-visitation, "viewed together"); with ``"uniform"``
-each adds 1 (long-term co-occurrence over a wide window, "liked by the same people").
-
-Ranks count moments, not positions: items with the same timestamp share a rank. Their order
-in the stream says nothing (a batch import, a rating session stamped to the second: half of
-ml-100k's consecutive clicks of a user share their second), and ranking them by it would
-weigh a pair by an accident of the log. ml-100k, first 30k clicks, NDCG@10 from positions to
-moments: covisit 0.0871 -> 0.0938, recstream 0.0928 -> 0.0967 (ranks by moment but counted
-as positions, "competition" ranks, gain about half as much). Counts are symmetric
-(``co(a, b)`` and ``co(b, a)`` grow together) and decay with a half-life::
+each adds 1 (long-term co-occurrence over a wide window, "liked by the same people"). Counts
+are symmetric (``co(a, b)`` and ``co(b, a)`` grow together) and decay with a half-life::
 
     co_ab(t) = sum_e w_e * 2 ** (-(t - t_e) / half_life_s)
 
@@ -40,6 +33,13 @@ where ``n_i`` is item ``i``'s own decayed count of engagements (so a blockbuster
 with everything does not crowd out the items specifically liked with ``r``). In both,
 ``recency = 1 / (1 + p)`` for the items of the ``p``-th most recent moment (``p`` from 0);
 ``because`` is the recent item that contributed most.
+
+Ranks count moments, not positions: items with the same timestamp share a rank, as pairs
+and as seeds. Their order in the stream says nothing (a batch import, a rating session
+stamped to the second: half of ml-100k's consecutive clicks of a user share their second),
+and ranking them by it would weigh a pair by an accident of the log. ml-100k, first 30k
+clicks, NDCG@10 from positions to moments: covisit 0.0871 -> 0.0938, recstream 0.0928 ->
+0.0967 (ranks by moment counted as positions, "competition" ranks, gain about half as much).
 
 Worker-local and mutable for speed (it is aggregate state, not per-user state), but every
 method takes time as an argument and reads no clock, so a replay gives the same counts.
