@@ -281,7 +281,7 @@ class CovisitCounts:
         rank, moment = 0, math.nan  # the rank of the moment being paired, and its time
         paired: set[str] = {item_id}
         for prev_id, prev_ts in reversed(prev_items):
-            if len(paired) > p.window_items:
+            if len(paired) > p.window_items:  # the new item and window_items previous ones
                 break
             if prev_id in paired:
                 continue  # self-pairs and repeats count once, at their closest position

@@ -446,7 +446,8 @@ class BenchRun:
             "RECSTREAM_STATE": self.settings.state.model_dump_json(),
             "RECSTREAM_RECOMMEND": self.settings.recommend.model_dump_json(),
             "RECSTREAM_LIMITS": self.settings.limits.model_dump_json(),
-            # the bench's index settings (kind, quantization, memo, URL), in the worker's own data dir
+            # the bench's whole index section (kind, quantization, optimize threshold, URL), in the
+            # worker's own data dir
             "RECSTREAM_INDEX": self.settings.index.model_dump_json(exclude={"path", "api_key"}),
             # the encode stage's (when it runs), device and shape buckets included: a GPU worker
             # is benched with RECSTREAM_MODEL__DEVICE=cuda
