@@ -6,17 +6,11 @@ than stacking a hundred small arrays. Rows are appended and never overwritten: a
 handed out (a read-only view) stays what it was even when its item is re-encoded or
 deleted; deleted rows are reclaimed by compacting into a new matrix once they are the
 majority.
-
-The catalogue counts its writes (``generation``) and remembers the items of the last
-:data:`ItemCatalog.LOG_WRITES` of them, so that whoever keeps an answer computed from it (the
-click path's :class:`~streams.ann_memo.AnnMemo`) can ask what changed since.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
-from itertools import islice
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +29,6 @@ class ItemCatalog:
 
     #: Deleted or replaced rows tolerated beyond the live ones before the matrix is compacted.
     SLACK_ROWS = 4_096
-    #: Writes whose items :meth:`changed_since` can name (older answers are recomputed).
-    LOG_WRITES = 1_024
 
     def __init__(self) -> None:
         self._row: dict[str, int] = {}
@@ -44,8 +36,6 @@ class ItemCatalog:
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._used = 0  # rows written, live or not
         self.model_version = ""
-        self.generation = 0  # puts and removes so far
-        self._log: deque[str] = deque(maxlen=self.LOG_WRITES)  # the items of the latest ones
 
     def __len__(self) -> int:
         return len(self._row)
@@ -92,23 +82,10 @@ class ItemCatalog:
         self._row[item_id] = self._used
         self._used += 1
         self._meta[item_id] = (info.title, info.tags, info.created_at_s)
-        self._written(item_id)
 
     def remove(self, item_id: str) -> None:
         if self._row.pop(item_id, None) is not None:
             del self._meta[item_id]
-            self._written(item_id)
-
-    def changed_since(self, generation: int) -> set[str] | None:
-        """The items put or removed since ``generation``; None when that is older than the log."""
-        writes = self.generation - generation
-        if writes < 0 or writes > len(self._log):
-            return None
-        return set(islice(reversed(self._log), writes))
-
-    def _written(self, item_id: str) -> None:
-        self.generation += 1
-        self._log.append(item_id)
 
     def vector(self, item_id: str) -> np.ndarray | None:
         """The item's vector (a read-only view), None when the item is unknown."""

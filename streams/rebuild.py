@@ -156,8 +156,6 @@ class StateRebuild:
         if command.op == "forget":
             self.counts["forgets"] += 1
             self.states[message.key] = (message.partition, forgotten(command.user_id, message.timestamp / 1000))
-            if self.recommender is not None:
-                self.recommender.forget_user(command.user_id)
 
     def _forgotten(self, message: Any) -> bool:
         """Whether the record is a click of a user forgotten at or after it: it is applied (the

@@ -32,7 +32,6 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from streams.ann_memo import AnnMemo, Answer, query_key
 from streams.catalog import ItemCatalog, ItemInfo
 from streams.covisit import CoScores, CovisitCounts, CovisitParams, CovisitState
 from streams.index.base import Hit, VectorIndex
@@ -101,9 +100,6 @@ class RecommenderParams:
     # the hits to fetch and map (bench clickpath at 20k items: 2.68 -> 2.37 ms per click).
     ann_candidates: int = 10
     max_interest_queries: int = 2  # + the session query: 3 HNSW queries per click
-    # Users whose last click's queries and answers are kept, to answer the queries a click
-    # repeats (streams.ann_memo; ~2.5 KB a user, 50 MB at 20k); 0: ask the index every time.
-    ann_memo_users: int = 20_000
     exposure_half_life_s: float = 3_600.0
     cross_score: bool = True
     # Learn the blend from the stream (streams.learned): refit every this many answered
@@ -177,7 +173,6 @@ class Recommender:
         self.ranker: LinearRanker | None = None
         self.refit_due = False
         self.sequence: SequenceModel | None = None
-        self.memo = AnnMemo(params.ann_memo_users)
 
     def model_versions(self) -> dict[str, str]:
         """Every model a list of this recommender depends on, by role."""
@@ -239,11 +234,6 @@ class Recommender:
         return sum(counter.keep_only(self.catalog) for counter in counters)
 
     # ------------------------------------------------------------------ users
-
-    def forget_user(self, user_id: str) -> None:
-        """Drop what the recommender keeps of the user outside their state (their last
-        queries' answers); the caller replaces the state itself."""
-        self.memo.forget(user_id)
 
     def observe(self, state: UserState | None, click: Click,
                 learned: list[CrowdEvent] | None = None) -> UserState:
@@ -366,41 +356,14 @@ class Recommender:
         return plans
 
     def _search(self, plans: Sequence[_Plan]) -> None:
-        """Every plan's vector queries: those that repeat the user's last click's answered by
-        the memo (:mod:`streams.ann_memo`), the others in one index call; each plan gets its
-        rows of hits, its newest seen items left out.
-
-        The index is asked for one hit more than ``ann_candidates``, so that its answer also
-        serves a repeat of the query at the user's next click, which leaves out one newest item
-        more (the one clicked).
-        """
+        """Every plan's vector queries in one index call; each plan gets its rows of hits."""
         rows = [(plan, query) for plan in plans for query in plan.queries]
         if not rows or not len(self.catalog):  # the catalog mirrors the index; an exact count costs ~15 ms at 100k
             return
-        k = self.params.ann_candidates
-        memo, catalog = self.memo, self.catalog
-        keys = [query_key(query.vector) for _, query in rows]
-        answers: list[Answer | None] = []
-        hits: list[list[Hit] | None] = []
-        for (plan, query), key in zip(rows, keys, strict=True):
-            answer = memo.recall(plan.user_id, key)
-            known = answer.top(k, plan.newest, query.vector, catalog) if answer is not None else None
-            hits.append(known[0] if known is not None else None)
-            answers.append(known[1] if known is not None else None)
-        asked = [j for j, row in enumerate(hits) if row is None]
-        if asked:
-            found = self.index.search_batch(np.stack([rows[j][1].vector for j in asked]), k + 1,
-                                            exclude=[rows[j][0].newest for j in asked])
-            for j, row in zip(asked, found, strict=True):
-                answers[j] = Answer.of(row, k + 1, rows[j][0].newest, catalog.generation)
-                hits[j] = row[:k]
-        users: dict[str, dict[int, Answer]] = {}
-        for (plan, _), key, answer, row in zip(rows, keys, answers, hits, strict=True):
-            plan.hits.append(row or [])
-            if answer is not None:
-                users.setdefault(plan.user_id, {})[key] = answer
-        for user_id, mine in users.items():
-            memo.keep(user_id, mine)
+        hits = self.index.search_batch(np.stack([q.vector for _, q in rows]), self.params.ann_candidates,
+                                       exclude=[plan.newest for plan, _ in rows])
+        for (plan, _), row in zip(rows, hits, strict=True):
+            plan.hits.append(row)
 
     def _text_vectors(self, item_ids: list[str]) -> np.ndarray:
         """The catalogue's vectors of ``item_ids`` (zeros for an item it no longer holds)."""
@@ -600,15 +563,10 @@ class _Plan:
     queries: list[_Query]
     positive: list[tuple[str, float]]
     hits: list[list[Hit]] = field(default_factory=list)
-
     # the sequence model's, once it ran (Recommender._sequence)
     user: np.ndarray | None = None
     best: float = 0.0  # the user's best logit over unseen items
     sequence: list[tuple[str, float, str]] = field(default_factory=list)  # (item, relative probability, because)
-
-    @property
-    def user_id(self) -> str:
-        return self.state.user_id if self.state is not None else ""
 
 
 @dataclass(frozen=True, slots=True)

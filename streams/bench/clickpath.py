@@ -35,7 +35,6 @@ import numpy as np
 
 from streams.bench.load import ITEM_ZIPF_S, USER_ZIPF_S, item_key, synthetic_vectors, user_key, zipf_draw
 from streams.bench.stats import percentiles_ms
-from streams.ann_memo import AnnMemo
 from streams.index.base import VectorIndex
 from streams.index.factory import open_index
 from streams.index.memory import MemoryIndex
@@ -83,13 +82,12 @@ class _Run:
             index.optimize()
         self.states: dict[str, UserState] = {}
 
-    def reset(self, states: dict[str, UserState], crowd: CrowdState, memo: AnnMemo) -> None:
-        """Back to ``states``, ``crowd`` and the ANN memo (taken after the warm-up), so that
-        every timed run serves the same clicks from the same point: none of them is a replay,
-        which a state would take as a no-op, and no query is answered by an earlier run."""
+    def reset(self, states: dict[str, UserState], crowd: CrowdState) -> None:
+        """Back to ``states`` and ``crowd`` (taken after the warm-up), so that every timed run
+        serves the same clicks from the same point: none of them is a replay, which a state
+        would take as a no-op."""
         self.states = dict(states)
         self.recommender.restore_crowd(crowd)
-        self.recommender.memo = memo.copy()
 
     def replay_after_idle(self, clicks: list[Click], gap_s: float) -> np.ndarray:
         """Milliseconds per click, one at a time, each after ``gap_s`` of sleep."""
@@ -187,17 +185,17 @@ def run_clickpath_bench(settings: Settings, *, items: int = 100_000, clicks: int
             run = _Run(index, vectors, ids, params, optimize)
             run.recommender.use_sequence(model)
             run.replay(warm)
-            states, crowd, memo = dict(run.states), run.recommender.crowd(), run.recommender.memo.copy()
+            states, crowd = dict(run.states), run.recommender.crowd()
             say(f"{clicks:,} clicks on {index.name}, one at a time")
             steps: dict[str, float] = {}
             ms = run.replay(timed, steps=steps)
-            run.reset(states, crowd, memo)
+            run.reset(states, crowd)
             say(f"{clicks:,} clicks on {index.name}, {batch} at a time")
             batched_steps: dict[str, float] = {}
             batched_ms = run.replay(timed, batch=batch, steps=batched_steps)
             idle_ms = None
             if idle_clicks > 0:
-                run.reset(states, crowd, memo)
+                run.reset(states, crowd)
                 idle_clicks = min(idle_clicks, clicks)
                 say(f"{idle_clicks:,} clicks on {index.name}, one at a time, each after {idle_gap_ms:g} ms idle")
                 idle_ms = run.replay_after_idle(timed[:idle_clicks], idle_gap_ms / 1000.0)

@@ -198,8 +198,6 @@ class RecommendStage:
                 await self._commit_in_transaction([], [], [], [], changed)
             else:
                 self.states.write(changed)
-            if self.recommender is not None:
-                self.recommender.forget_user(user_id)
 
     # ------------------------------------------------------------------ clicks that overtook their item
 

@@ -52,19 +52,3 @@ def test_a_vector_of_another_dimension_is_refused():
     catalog.put("a", ItemInfo(vector=unit(1, 0)))
     with pytest.raises(ValueError, match="3-d vector"):
         catalog.put("b", ItemInfo(vector=unit(1, 0, 0)))
-
-
-def test_the_catalogue_names_what_changed_since_a_generation_while_its_log_holds_it():
-    catalog = ItemCatalog()
-    catalog.put("a", ItemInfo(vector=unit(1, 0)))
-    start = catalog.generation
-    catalog.put("b", ItemInfo(vector=unit(0, 1)))
-    catalog.put("a", ItemInfo(vector=unit(1, 1)))  # replaced
-    catalog.remove("b")
-    catalog.remove("zzz")  # not there: nothing changed
-    assert catalog.changed_since(start) == {"a", "b"}
-    assert catalog.changed_since(catalog.generation) == set()
-    for n in range(ItemCatalog.LOG_WRITES):
-        catalog.put(f"n{n}", ItemInfo(vector=unit(1, 0)))
-    assert catalog.changed_since(start) is None  # older than the log: unknown
-    assert catalog.changed_since(catalog.generation - 2) == {f"n{ItemCatalog.LOG_WRITES - 1}", f"n{ItemCatalog.LOG_WRITES - 2}"}

@@ -9,7 +9,7 @@ import pytest
 
 import streams
 
-PURE_MODULES = ["interest", "covisit", "trending", "ranking", "learned", "catalog", "ann_memo"]
+PURE_MODULES = ["interest", "covisit", "trending", "ranking", "learned", "catalog"]
 # Brokers and vector stores, plus anything that reads a clock, the environment or randomness.
 FORBIDDEN = {"faust", "aiokafka", "kafka", "confluent_kafka", "qdrant_client", "qdrant_edge",
              "time", "datetime", "os", "socket", "random", "asyncio"}
