@@ -343,38 +343,56 @@ class CovisitCounts:
         exclude: Container[str] = _NO_EXCLUDE,
     ) -> CoScores:
         """Every item co-visited with the user's recent items (see :meth:`candidates`)."""
+        return self.scores_batch([(recent_items, now_s, exclude)])[0]
+
+    def scores_batch(
+        self, requests: Sequence[tuple[Sequence[tuple[str, float]], float, Container[str]]]
+    ) -> list[CoScores]:
+        """:meth:`scores` of many users at once, as ``(recent_items, now_s, exclude)`` each.
+
+        Every row of every user goes into one set of arrays, tagged with its user, so a batch
+        costs a fixed number of numpy calls however many users and rows it holds; each user's
+        sums are added in the same order as for that user alone, so a user's scores do not
+        depend on who else is in the batch (a rebuild batches clicks differently).
+        """
         p = self.params
         rows: list[_Row] = []
-        numbers: list[int] = []  # of the recent items whose rows are read, newest first
+        numbers: list[int] = []  # of the recent items whose rows are read, each user's newest first
         recency: list[float] = []  # 1 / (1 + p) for the items of the p-th most recent moment
-        used: set[str] = set()
-        rank, moment = 0, math.nan
-        for rid, ts in reversed(recent_items):
-            if len(used) >= p.query_items:
-                break
-            if rid in used:
-                continue
-            used.add(rid)
-            if ts != moment:
-                rank, moment = rank + 1, ts
-            r = self._numbers.get(rid, -1)
-            row = self._rows.get(r)
-            if row is not None and row.n:
-                rows.append(row)
-                numbers.append(r)
-                recency.append(1.0 / rank)
+        owner: list[int] = []  # the request each row is read for
+        shifts: list[float] = []  # that request's now_s / half_life_s
+        for u, (recent_items, now_s, _) in enumerate(requests):
+            shift = now_s / p.half_life_s
+            used: set[str] = set()
+            rank, moment = 0, math.nan
+            for rid, ts in reversed(recent_items):
+                if len(used) >= p.query_items:
+                    break
+                if rid in used:
+                    continue
+                used.add(rid)
+                if ts != moment:
+                    rank, moment = rank + 1, ts
+                r = self._numbers.get(rid, -1)
+                row = self._rows.get(r)
+                if row is not None and row.n:
+                    rows.append(row)
+                    numbers.append(r)
+                    recency.append(1.0 / rank)
+                    owner.append(u)
+                    shifts.append(shift)
         if not rows:
-            return CoScores(self._numbers, self._names, _NO_SCORES_IDS, np.zeros(0), _NO_SCORES_IDS, exclude)
-        # Every row in one set of arrays: a fixed number of numpy calls however many rows.
+            return [self._co_scores(_NO_SCORES_IDS, np.zeros(0), _NO_SCORES_IDS, exclude)
+                    for _, _, exclude in requests]
         lengths = np.fromiter((row.n for row in rows), np.int64, len(rows))
         nb = np.concatenate([row.nb[: row.n] for row in rows])
-        shift = now_s / p.half_life_s
+        shift = np.repeat(np.asarray(shifts), lengths)
         co = np.exp2(np.minimum(np.concatenate([row.logs[: row.n] for row in rows]) - shift, 1000.0))
         s = p.smoothing
         if p.normalise == "cosine":
             # A count is never taken below the co-count it explains: after a restart (counts
             # are worker memory) a user's earlier items may pair before this worker saw them.
-            n_r = np.repeat(np.exp2(np.minimum(self._totals[numbers] - shift, 1000.0)), lengths)
+            n_r = np.repeat(np.exp2(np.minimum(self._totals[numbers] - np.asarray(shifts), 1000.0)), lengths)
             n_c = np.exp2(np.minimum(self._totals[nb] - shift, 1000.0))
             rel = co / np.sqrt((np.maximum(co, n_r) + s) * (np.maximum(co, n_c) + s))
         else:
@@ -382,15 +400,23 @@ class CovisitCounts:
             rel = co / np.repeat(row_sums + s, lengths)
         contrib = rel * np.repeat(np.asarray(recency), lengths)
         source = np.repeat(np.asarray(numbers, dtype=np.int64), lengths)
-        # Grouped by neighbour, each group's largest contribution first (ties: the newest row,
-        # as rows come newest first and the sort is stable): that row is the item's ``because``.
-        order = np.lexsort((-contrib, nb))
-        nb, contrib, source = nb[order], contrib[order], source[order]
-        starts = np.flatnonzero(np.concatenate(([True], nb[1:] != nb[:-1])))
-        ids, because = nb[starts], source[starts]
+        user = np.repeat(np.asarray(owner, dtype=np.int64), lengths)
+        # Grouped by user and neighbour, each group's largest contribution first (ties: the
+        # newest row, as a user's rows come newest first and the sort is stable): that row is
+        # the item's ``because``.
+        order = np.lexsort((-contrib, nb, user))
+        nb, contrib, source, user = nb[order], contrib[order], source[order], user[order]
+        starts = np.flatnonzero(np.concatenate(([True], (nb[1:] != nb[:-1]) | (user[1:] != user[:-1]))))
         total = np.add.reduceat(contrib, starts)
-        keep = total > 0
-        return CoScores(self._numbers, self._names, ids[keep], total[keep], because[keep], exclude)
+        keep = starts[total > 0]
+        ids, because, total = nb[keep], source[keep], total[total > 0]
+        bounds = np.searchsorted(user[keep], np.arange(len(requests) + 1)).tolist()
+        return [self._co_scores(ids[a:b], total[a:b], because[a:b], exclude)
+                for a, b, (_, _, exclude) in zip(bounds[:-1], bounds[1:], requests, strict=True)]
+
+    def _co_scores(self, ids: np.ndarray, scores: np.ndarray, because: np.ndarray,
+                   exclude: Container[str]) -> CoScores:
+        return CoScores(self._numbers, self._names, ids, scores, because, exclude)
 
     def remove(self, item_id: str) -> None:
         """Forget an item (deleted from the catalogue): its row and its place in its neighbours' rows."""

@@ -301,7 +301,7 @@ class Recommender:
         [plan] = self._plans([Request(state, now_s, exclude)])
         self._search([plan])
         self._sequence([plan])
-        return self._offers(plan)
+        return self._offers(plan, self._co_scores([plan])[0])
 
     def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
                   exclude: AbstractSet[str] = frozenset()) -> list[RankedItem]:
@@ -335,7 +335,8 @@ class Recommender:
         lap("search")
         self._sequence(plans)
         lap("sequence")
-        offers = [self._offers(plan) for plan in plans]
+        co_scores = self._co_scores(plans)
+        offers = [self._offers(plan, co) for plan, co in zip(plans, co_scores, strict=True)]
         lap("offers")
         ranked = self._rank(plans, offers, record_exposure)
         lap("rank")
@@ -411,8 +412,21 @@ class Recommender:
             plan.sequence = [(model.item_ids[r], float(p), history[s])
                              for r, p, s in zip(top.tolist(), relative.tolist(), support.tolist(), strict=True)]
 
-    def _offers(self, plan: _Plan) -> Offers:
-        """The plan's offers, once its ANN hits are in (:meth:`_search`).
+    def _co_scores(self, plans: Sequence[_Plan]) -> list[dict[str, CoScores]]:
+        """Every plan's co-visitation and co-like scores, each counter read once for the batch."""
+        out: list[dict[str, CoScores]] = [{} for _ in plans]
+        live = [(b, plan) for b, plan in enumerate(plans) if plan.state is not None]
+        for source, counts in (("covisit", self.covisit), ("colike", self.colike)):
+            if counts is None or not live:
+                continue
+            scored = counts.scores_batch([(plan.positive, plan.now_s, plan.seen) for _, plan in live])
+            for (b, _), scores in zip(live, scored, strict=True):
+                out[b][source] = scores
+        return out
+
+    def _offers(self, plan: _Plan, co_scores: dict[str, CoScores]) -> Offers:
+        """The plan's offers, once its ANN hits (:meth:`_search`) and co-visitation scores
+        (:meth:`_co_scores`) are in.
 
         Built as columns (one score per item and generator), never as per-offer objects:
         this runs on every click and offers number in the hundreds.
@@ -421,15 +435,11 @@ class Recommender:
         n = p.candidates_per_source
         seen, now_s = plan.seen, plan.now_s
         table = _OfferTable()
-        co_scores: dict[str, CoScores] = {}
         if plan.state is not None:
             for query, row in zip([q for q in plan.queries if q.search], plan.hits, strict=False):
                 table.offer(query.source, ((h.item_id, h.score * query.share) for h in row
                                            if h.item_id not in seen))
-            for source, counts in (("covisit", self.covisit), ("colike", self.colike)):
-                if counts is None:
-                    continue
-                scores = co_scores[source] = counts.scores(plan.positive, now_s, seen)
+            for source, scores in co_scores.items():
                 table.offer_because(source, scores.top(n))
             if plan.sequence:
                 table.offer_because("sequence", plan.sequence)

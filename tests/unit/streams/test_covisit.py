@@ -195,6 +195,25 @@ def test_scores_hold_every_candidate_and_candidates_are_their_top(sessions, norm
     assert all(hit[0] <= top[-1][1] for hit in others if hit is not None)
 
 
+@fast
+@given(sessions_st, st.sampled_from(["row", "cosine"]),
+       st.lists(st.tuples(st.lists(st.integers(0, 13), max_size=8), st.floats(0, 3 * H)), min_size=1, max_size=5))
+def test_a_batch_scores_each_user_as_alone(sessions, normalise, users):
+    """Bit for bit: a rebuild batches clicks differently from the worker that served them."""
+    counts = CovisitCounts(CovisitParams(half_life_s=H, normalise=normalise))
+    feed(counts, sessions)
+    requests = [([(f"i{n}", T0 + m) for m, n in enumerate(items)], T0 + later, {"i1"} if len(items) % 2 else set())
+                for items, later in users]  # i12, i13: items no one clicked
+    batch = counts.scores_batch(requests)
+    probe = [f"i{n}" for n in range(14)]
+    assert len(batch) == len(requests)
+    for together, (recent, now_s, exclude) in zip(batch, requests, strict=True):
+        alone = counts.scores(recent, now_s, exclude)
+        assert len(together) == len(alone)
+        assert together.top(20) == alone.top(20)
+        assert lookup(together, probe) == lookup(alone, probe)
+
+
 def test_bad_modes_are_config_errors():
     from streams.errors import ConfigError
 
