@@ -436,7 +436,9 @@ class Recommender:
         seen, now_s = plan.seen, plan.now_s
         table = _OfferTable()
         if plan.state is not None:
-            for query, row in zip([q for q in plan.queries if q.search], plan.hits, strict=False):
+            hits = iter(plan.hits)  # one row per searching query, in order
+            for query in plan.queries:  # a query that does not search still opens its column
+                row = next(hits, []) if query.search else []
                 table.offer(query.source, ((h.item_id, h.score * query.share) for h in row
                                            if h.item_id not in seen))
             for source, scores in co_scores.items():
@@ -530,7 +532,7 @@ class Recommender:
                 col = column[source]
                 if unsearched:
                     hit = np.flatnonzero(~unscored[:, col])
-                    other = sims[hit][:, unsearched].max(axis=1).astype(np.float64)
+                    other = sims[np.ix_(hit, unsearched)].max(axis=1).astype(np.float64)
                     scores[hit, col] = np.maximum(scores[hit, col], other)
                 best = sims[:, mine].max(axis=1)[rows].astype(np.float64)
                 keep = best > 0

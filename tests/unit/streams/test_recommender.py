@@ -102,6 +102,30 @@ def test_cross_scoring_gives_an_item_the_score_its_generator_would():
         assert all(np.isclose(got[i], want[i], atol=1e-6) for i in want), source
 
 
+def test_an_interest_that_does_not_search_scores_as_if_it_had():
+    """Interests beyond ``interest_searches`` only score the offers of the other generators;
+    their column holds what their own ANN hits would have (when the ANN would return every item)."""
+    topics = ("space", "cook", "jazz", "art")
+
+    def offers(searches: int):
+        rec = _recommender(replace(RecommenderParams(), ann_candidates=100, candidates_per_source=100,
+                                   interest_searches=searches), topics=topics, per_topic=6)
+        for n, topic in enumerate(topics):  # strangers make every item trending: all are offered
+            for m in range(6):
+                rec.observe(None, _click(f"fan-{n}-{m}", f"{topic}-{m}", NOW + m))
+        alice = None
+        for n, item in enumerate(["space-0", "cook-0", "space-1", "space-2"]):
+            alice = rec.observe(alice, _click("alice", item, NOW + 10 + n))
+        return rec.candidates(alice, NOW + 20)
+
+    searched, scored = offers(searches=2), offers(searches=0)
+    want = {i: score for i, score in searched.by_source("interest") if score > 0}
+    got = {i: score for i, score in scored.by_source("interest") if score > 0}
+    assert any(i.startswith("cook-") for i in want)  # the second interest's items are there
+    assert want.keys() == got.keys()
+    assert all(np.isclose(got[i], want[i], atol=1e-6) for i in want)
+
+
 def test_a_restored_crowd_recommends_as_the_original():
     import msgspec
 
