@@ -76,24 +76,24 @@ def test_people_who_liked_an_item_also_liked_explains_with_the_users_item():
     assert "cook-4" in [r.item_id for r in top]
 
 
+def _alice_offers(**params):
+    """Alice's candidates over four topics (two interests: space, then cook), every item trending."""
+    topics = ("space", "cook", "jazz", "art")
+    rec = _recommender(replace(RecommenderParams(), candidates_per_source=100, **params), topics=topics, per_topic=6)
+    for n, topic in enumerate(topics):  # strangers make every item trending: all are offered
+        for m in range(6):
+            rec.observe(None, _click(f"fan-{n}-{m}", f"{topic}-{m}", NOW + m))
+    alice = None
+    for n, item in enumerate(["space-0", "cook-0", "space-1", "space-2"]):
+        alice = rec.observe(alice, _click("alice", item, NOW + 10 + n))
+    return rec.candidates(alice, NOW + 20)
+
+
 def test_cross_scoring_gives_an_item_the_score_its_generator_would():
     """An item the ANN did not return is scored by interest and session as their queries
     would score it (cosine x share): never by the session's similarity at the interests' name
     (which once let a stranger's click outrank a user's own topic on a small catalogue)."""
-    topics = ("space", "cook", "jazz", "art")
-
-    def offers(ann: int):
-        rec = _recommender(replace(RecommenderParams(), ann_candidates=ann, candidates_per_source=100),
-                           topics=topics, per_topic=6)
-        for n, topic in enumerate(topics):  # strangers make every item trending: all are offered
-            for m in range(6):
-                rec.observe(None, _click(f"fan-{n}-{m}", f"{topic}-{m}", NOW + m))
-        alice = None
-        for n, item in enumerate(["space-0", "cook-0", "space-1", "space-2"]):
-            alice = rec.observe(alice, _click("alice", item, NOW + 10 + n))
-        return rec.candidates(alice, NOW + 20)
-
-    every, few = offers(ann=100), offers(ann=1)  # all from the ANN, or nearly all cross-scored
+    every, few = _alice_offers(ann_candidates=100), _alice_offers(ann_candidates=1)  # all from the ANN, or nearly all cross-scored
     assert set(every.item_ids) == set(few.item_ids)
     for source in ("interest", "session"):  # cross-scoring keeps positive similarities only
         want = {i: score for i, score in every.by_source(source) if score > 0}
@@ -105,20 +105,8 @@ def test_cross_scoring_gives_an_item_the_score_its_generator_would():
 def test_an_interest_that_does_not_search_scores_as_if_it_had():
     """Interests beyond ``interest_searches`` only score the offers of the other generators;
     their column holds what their own ANN hits would have (when the ANN would return every item)."""
-    topics = ("space", "cook", "jazz", "art")
-
-    def offers(searches: int):
-        rec = _recommender(replace(RecommenderParams(), ann_candidates=100, candidates_per_source=100,
-                                   interest_searches=searches), topics=topics, per_topic=6)
-        for n, topic in enumerate(topics):  # strangers make every item trending: all are offered
-            for m in range(6):
-                rec.observe(None, _click(f"fan-{n}-{m}", f"{topic}-{m}", NOW + m))
-        alice = None
-        for n, item in enumerate(["space-0", "cook-0", "space-1", "space-2"]):
-            alice = rec.observe(alice, _click("alice", item, NOW + 10 + n))
-        return rec.candidates(alice, NOW + 20)
-
-    searched, scored = offers(searches=2), offers(searches=0)
+    searched = _alice_offers(ann_candidates=100, interest_searches=2)
+    scored = _alice_offers(ann_candidates=100, interest_searches=0)
     want = {i: score for i, score in searched.by_source("interest") if score > 0}
     got = {i: score for i, score in scored.by_source("interest") if score > 0}
     assert any(i.startswith("cook-") for i in want)  # the second interest's items are there
