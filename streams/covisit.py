@@ -59,7 +59,7 @@ import numpy as np
 from streams.errors import ConfigError
 from streams.trending import log2_add, score_at
 
-__all__ = ["CoScores", "CovisitCounts", "CovisitParams", "CovisitState"]
+__all__ = ["CoScores", "CovisitCounts", "CovisitParams", "CovisitState", "lookup_batch"]
 
 _NO_EXCLUDE: frozenset[str] = frozenset()
 
@@ -129,20 +129,7 @@ class CoScores:
         """Each item's score (NaN where no recent item points to it, or it is excluded) and
         the recent item that contributed most to it (None there), as columns: a ranker
         cross-scores every other generator's offers with this, per click."""
-        if not item_ids or not self._ids.size:
-            return np.full(len(item_ids), np.nan), [None] * len(item_ids)
-        numbers = np.fromiter((self._numbers.get(i, -1) for i in item_ids), np.int64, len(item_ids))
-        at = np.minimum(np.searchsorted(self._ids, numbers), self._ids.size - 1)
-        found = self._ids[at] == numbers
-        scores = np.where(found, self._scores[at], np.nan)
-        because: list[str | None] = [None] * len(item_ids)
-        names, exclude = self._names, self._exclude
-        for j, b in zip(np.flatnonzero(found).tolist(), self._because[at[found]].tolist(), strict=True):
-            if item_ids[j] in exclude:
-                scores[j] = np.nan
-            else:
-                because[j] = names[b]
-        return scores, because
+        return lookup_batch([self], np.zeros(len(item_ids), dtype=np.int64), item_ids)
 
     def top(self, n: int) -> list[tuple[str, float, str]]:
         """The ``n`` best as ``(item_id, score, because_item_id)``, score descending, ties by item_id."""
@@ -178,6 +165,36 @@ class CoScores:
 
 
 _NO_SCORES_IDS = np.zeros(0, dtype=np.int64)
+
+
+def lookup_batch(users: Sequence[CoScores | None], owners: np.ndarray,
+                 item_ids: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+    """:meth:`CoScores.lookup` of many users' items at once: ``item_ids[j]`` is looked up in
+    ``users[owners[j]]`` (None: a user with no scores). The users' scores come from one
+    counter (:meth:`CovisitCounts.scores_batch`), so they share its item numbers, and their
+    ids are searched as one sorted array keyed by (user, item number): one search for the
+    whole batch instead of one per user."""
+    found = np.full(len(item_ids), np.nan)
+    because: list[str | None] = [None] * len(item_ids)
+    live = [u for u in users if u is not None and u._ids.size]
+    if not item_ids or not live:
+        return found, because
+    numbers, names = live[0]._numbers, live[0]._names
+    span = len(names) + 1  # item numbers are below it
+    sizes = [0 if u is None else u._ids.size for u in users]
+    keys = np.concatenate([u._ids for u in live]) + np.repeat(np.arange(len(users), dtype=np.int64) * span, sizes)
+    wanted = np.fromiter((numbers.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+    query = owners.astype(np.int64) * span + wanted
+    at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+    hit = np.flatnonzero((keys[at] == query) & (wanted >= 0))
+    found[hit] = np.concatenate([u._scores for u in live])[at[hit]]
+    supports = np.concatenate([u._because for u in live])[at[hit]]
+    for j, owner, b in zip(hit.tolist(), owners[hit].tolist(), supports.tolist(), strict=True):
+        if item_ids[j] in users[owner]._exclude:
+            found[j] = np.nan
+        else:
+            because[j] = names[b]
+    return found, because
 
 
 class _Row:

@@ -41,6 +41,7 @@ from streams.learned import LinearRanker, feature_rows
 
 __all__ = [
     "DEFAULT_SOURCE_WEIGHTS",
+    "OfferBatch",
     "Offers",
     "RankParams",
     "RankRequest",
@@ -200,7 +201,7 @@ Questions = Callable[[int, list[str], np.ndarray, np.ndarray], None]
 
 
 def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams, ranker: LinearRanker | None = None,
-               questions: Questions | None = None) -> list[list[RankedItem]]:
+               questions: Questions | None = None, stacked: OfferBatch | None = None) -> list[list[RankedItem]]:
     """Blend, diversify and explain the offers of every user of a batch (the module
     docstring's steps 1-5), each list as if its user were ranked alone.
 
@@ -214,6 +215,8 @@ def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams, r
     best candidate replaces the hand-tuned blend of steps 1-2 as relevance, and the reported
     source is the generator that adds most to it. ``questions``, when given, receives every
     user's candidates with their features (what a learned ranker is trained on).
+    ``stacked``, when given, is the offers of the requests that have any, already stacked
+    (each such request's ``offers`` a view of it: :meth:`OfferBatch.offers`).
 
     Returns:
         For each request, up to ``k`` distinct items, score descending, ties by item_id.
@@ -222,7 +225,9 @@ def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams, r
     live = [b for b, r in enumerate(requests) if r.offers.item_ids]
     if k <= 0 or not live:
         return out
-    stack = _stack(requests, live)
+    if stacked is not None and stacked.starts.size != len(live):
+        raise ValueError(f"the stacked offers hold {stacked.starts.size} users, {len(live)} requests have offers")
+    stack = stacked if stacked is not None else _stack(requests, live)
     relevance, winner, rows = _relevance(stack, requests, live, params, ranker, questions)
     names, seg, starts = stack.names, stack.seg, stack.starts
 
@@ -284,9 +289,8 @@ def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams, r
         at = first[user] + picks[user, :n]
         picked_rows = rows[at]
         picked_ids = [stack.ids[r] for r in picked_rows.tolist()]
-        offers = requests[b].offers
         recent_ids = recent.ids[user]
-        because = _because(picked_ids, unit[at], offers.reasons, recent_ids,
+        because = _because(picked_ids, unit[at], stack.reasons[user], recent_ids,
                            recent.unit[recent.first[user]:recent.first[user] + len(recent_ids)], params)
         sources = [names[w] for w in winner[picked_rows].tolist()]
         ranked = [  # a trending item is there for the crowd, not for anything the user did: no reason
@@ -300,19 +304,35 @@ def rank_batch(requests: Sequence[RankRequest], *, k: int, params: RankParams, r
 
 
 @dataclass(frozen=True, slots=True)
-class _Stacked:
-    """The offers of a batch's users, one under the other."""
+class OfferBatch:
+    """The offers of a batch's users, one under the other (each user's rows together, users
+    in request order): the form :func:`rank_batch` ranks. A caller that gathers many users'
+    offers at once builds it directly, its users' :class:`Offers` being views of it
+    (:meth:`offers`), and so spares rank_batch stacking them again."""
 
     ids: list[str]  # every row's item id
     vectors: np.ndarray  # (rows, dim) float32
     dim: int
-    names: list[str]  # the columns: every source any user has, by name
+    names: list[str]  # the columns: every source any user has, sorted by name
     scores: np.ndarray  # (rows, sources), NaN where a source did not score the row's item
     seg: np.ndarray  # (rows,) the row's user, 0..users-1
-    starts: np.ndarray  # (users,) each user's first row
+    starts: np.ndarray  # (users,) each user's first row; every user has at least one row
+    reasons: Sequence[Mapping[str, list[str]]]  # per user: item_id -> the generators' own reasons
+
+    def span(self, user: int) -> tuple[int, int]:
+        """The user's rows: ``[start, end)``."""
+        start = int(self.starts[user])
+        return start, int(self.starts[user + 1]) if user + 1 < self.starts.size else len(self.ids)
+
+    def offers(self, user: int) -> Offers:
+        """One user's offers, as views of the batch's arrays (every column of the batch;
+        one a user's generators did not fill is all NaN, which ranks as no column)."""
+        start, end = self.span(user)
+        return Offers(item_ids=self.ids[start:end], vectors=self.vectors[start:end], sources=self.names,
+                      scores=self.scores[start:end], reasons=self.reasons[user])
 
 
-def _stack(requests: Sequence[RankRequest], live: Sequence[int]) -> _Stacked:
+def _stack(requests: Sequence[RankRequest], live: Sequence[int]) -> OfferBatch:
     offers = [requests[b].offers for b in live]
     names = sorted({name for o in offers for name in o.sources})
     column = {name: c for c, name in enumerate(names)}
@@ -331,10 +351,11 @@ def _stack(requests: Sequence[RankRequest], live: Sequence[int]) -> _Stacked:
         o.vectors if o.vectors.ndim == 2 and o.vectors.shape[1] == dim else np.zeros((len(o.item_ids), dim))
         for o in offers]).astype(np.float32, copy=False)
     seg = np.repeat(np.arange(len(offers)), sizes)
-    return _Stacked(ids=ids, vectors=vectors, dim=dim, names=names, scores=scores, seg=seg, starts=starts)
+    return OfferBatch(ids=ids, vectors=vectors, dim=dim, names=names, scores=scores, seg=seg, starts=starts,
+                      reasons=[o.reasons for o in offers])
 
 
-def _relevance(stack: _Stacked, requests: Sequence[RankRequest], live: list[int], params: RankParams,
+def _relevance(stack: OfferBatch, requests: Sequence[RankRequest], live: list[int], params: RankParams,
                ranker: LinearRanker | None, questions: Questions | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-2: every row's relevance, the column of the generator that contributes most to
     it, and the rows any generator scored (the others never go on).

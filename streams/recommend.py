@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 
 from streams.catalog import ItemCatalog, ItemInfo
-from streams.covisit import CoScores, CovisitCounts, CovisitParams, CovisitState
+from streams.covisit import CoScores, CovisitCounts, CovisitParams, CovisitState, lookup_batch
 from streams.index.base import Hit, VectorIndex
 from streams.learned import Answers, LinearRanker, RankerTrainer, fit_ranker
 from streams.interest import (
@@ -46,7 +46,7 @@ from streams.interest import (
     session_vector,
     update_interest,
 )
-from streams.ranking import Offers, RankedItem, RankParams, RankRequest, rank_batch
+from streams.ranking import OfferBatch, Offers, RankedItem, RankParams, RankRequest, rank_batch
 from streams.records import Click
 from streams.sequence import SequenceModel, top_n
 from streams.settings import Settings
@@ -301,7 +301,8 @@ class Recommender:
         [plan] = self._plans([Request(state, now_s, exclude)])
         self._search([plan])
         self._sequence([plan])
-        return self._offers(plan, self._co_scores([plan])[0])
+        batch, _ = self._offer_batch([plan], self._co_scores([plan]))
+        return batch.offers(0) if batch is not None else _NO_OFFERS
 
     def recommend(self, state: UserState | None, now_s: float, *, record_exposure: bool = True,
                   exclude: AbstractSet[str] = frozenset()) -> list[RankedItem]:
@@ -335,10 +336,9 @@ class Recommender:
         lap("search")
         self._sequence(plans)
         lap("sequence")
-        co_scores = self._co_scores(plans)
-        offers = [self._offers(plan, co) for plan, co in zip(plans, co_scores, strict=True)]
+        batch, live = self._offer_batch(plans, self._co_scores(plans))
         lap("offers")
-        ranked = self._rank(plans, offers, record_exposure)
+        ranked = self._rank(plans, batch, live, record_exposure)
         lap("rank")
         return ranked
 
@@ -424,15 +424,25 @@ class Recommender:
                 out[b][source] = scores
         return out
 
-    def _offers(self, plan: _Plan, co_scores: dict[str, CoScores]) -> Offers:
-        """The plan's offers, once its ANN hits (:meth:`_search`) and co-visitation scores
-        (:meth:`_co_scores`) are in.
+    def _offer_batch(self, plans: Sequence[_Plan],
+                     co_scores: Sequence[dict[str, CoScores]]) -> tuple[OfferBatch | None, list[int]]:
+        """Every plan's offers, once its ANN hits (:meth:`_search`) and co-visitation scores
+        (:meth:`_co_scores`) are in, stacked for the batch (None when no plan has any), and
+        the plans they belong to (one user of the batch each, in order).
 
-        Built as columns (one score per item and generator), never as per-offer objects:
-        this runs on every click and offers number in the hundreds.
+        Built as columns (one score per item and generator), never as per-offer objects, and
+        cross-scored for the whole batch at once: this runs on every click, and offers number
+        in the hundreds per user.
         """
-        p = self.params
-        n = p.candidates_per_source
+        tables = [self._offer_table(plan, co) for plan, co in zip(plans, co_scores, strict=True)]
+        batch, opened, live = _OfferTable.stack(tables, self.catalog)
+        if batch is not None and self.params.cross_score:
+            self._cross_score(batch, opened, [plans[b] for b in live], [co_scores[b] for b in live])
+        return batch, live
+
+    def _offer_table(self, plan: _Plan, co_scores: dict[str, CoScores]) -> _OfferTable:
+        """The plan's offers by generator: each generator's own top items, seen ones dropped."""
+        n = self.params.candidates_per_source
         seen, now_s = plan.seen, plan.now_s
         table = _OfferTable()
         if plan.state is not None:
@@ -446,16 +456,16 @@ class Recommender:
             if plan.sequence:
                 table.offer_because("sequence", plan.sequence)
         table.offer("trending", self.trending.top(now_s, n, seen))
-        ids, vectors = table.items(self.catalog)
-        offers = table.offers(ids, vectors)
-        if p.cross_score and ids:
-            self._cross_score(offers, plan, co_scores)
-        return offers
+        return table
 
-    def _rank(self, plans: Sequence[_Plan], offers_of: Sequence[Offers],
+    def _rank(self, plans: Sequence[_Plan], batch: OfferBatch | None, live: Sequence[int],
               record_exposure: bool) -> list[list[RankedItem]]:
-        """Every plan's offers (:meth:`_offers`) ranked in one :func:`~streams.ranking.rank_batch`."""
+        """The batch's offers (:meth:`_offer_batch`: ``live`` are the plans that have any)
+        ranked in one :func:`~streams.ranking.rank_batch`."""
         p = self.params
+        offers_of = [_NO_OFFERS] * len(plans)
+        for user, b in enumerate(live):
+            offers_of[b] = batch.offers(user)
         requests = []
         for plan, offers in zip(plans, offers_of, strict=True):
             recent = [(item_id, self.catalog.vector(item_id)) for item_id, _ in plan.positive]
@@ -469,7 +479,7 @@ class Recommender:
                 trainer.offered(state.user_id, item_ids, x, relevance)
 
         lists = rank_batch(requests, k=p.k, params=p.rank, ranker=self.ranker,
-                           questions=ask if trainer is not None else None)
+                           questions=ask if trainer is not None else None, stacked=batch)
         if record_exposure and p.rank.exposure_penalty > 0:  # counted only where it is read
             for plan, ranked in zip(plans, lists, strict=True):
                 for item in ranked:
@@ -486,64 +496,97 @@ class Recommender:
             return None
         return {i: self.exposure.score(i, now_s) / peak for i in item_ids}
 
-    def _cross_score(self, offers: Offers, plan: _Plan, co_scores: dict[str, CoScores]) -> None:
+    def _cross_score(self, batch: OfferBatch, opened: np.ndarray, plans: Sequence[_Plan],
+                     co_scores: Sequence[dict[str, CoScores]]) -> None:
         """Score every offered item by the signals of the generators that did not offer it.
 
         A generator returns only its own top list, so an item co-visited with the user's
         recent items is blind to its popularity and to the user's interests unless those
         generators offered it too. Scoring the union under every signal turns the blend into
         a linear model over all of them (with ``fusion="sum"``). Filled in place, a column at
-        a time: only the cells a generator left empty (NaN), popularity and interest only
-        where positive.
+        a time and for every user of the batch at once (``plans[u]`` and ``co_scores[u]`` are
+        user ``u``'s): only the cells a generator left empty (NaN) in a column the user's
+        generators opened (``opened``: users x columns), popularity and interest only where
+        positive. Each cell gets the figure it would get were its user scored alone.
         """
-        queries, now_s = plan.queries, plan.now_s
-        ids, scores, reasons = offers.item_ids, offers.scores, offers.reasons
-        column = {source: col for col, source in enumerate(offers.sources)}
+        ids, scores, seg, reasons = batch.ids, batch.scores, batch.seg, batch.reasons
+        column = {source: col for col, source in enumerate(batch.names)}
         unscored = np.isnan(scores)  # each step below reads and fills only its own column
 
         def empty(source: str) -> np.ndarray:
-            return np.flatnonzero(unscored[:, column[source]])
+            col = column[source]
+            return np.flatnonzero(unscored[:, col] & opened[seg, col])
 
-        rows = empty("trending")
-        if rows.size:
-            popular = self.trending.scores([ids[j] for j in rows.tolist()], now_s)
-            keep = popular > 0
-            scores[rows[keep], column["trending"]] = popular[keep]
-        for source, co in co_scores.items():
+        if "trending" in column:
+            rows = empty("trending")
+            if rows.size:
+                nows = [plans[u].now_s for u in seg[rows].tolist()]
+                popular = self.trending.scores([ids[j] for j in rows.tolist()], nows)
+                keep = popular > 0
+                scores[rows[keep], column["trending"]] = popular[keep]
+        for source in dict.fromkeys(source for co in co_scores for source in co):  # covisit, colike
             rows = empty(source)
-            found, supports = co.lookup([ids[j] for j in rows.tolist()])
+            owners = seg[rows]
+            found, supports = lookup_batch([co.get(source) for co in co_scores], owners,
+                                           [ids[j] for j in rows.tolist()])
             hit = np.flatnonzero(np.isfinite(found))
             scores[rows[hit], column[source]] = found[hit]
-            for j, at in zip(rows[hit].tolist(), hit.tolist(), strict=True):
-                because = reasons.setdefault(ids[j], [])
+            for j, user, at in zip(rows[hit].tolist(), owners[hit].tolist(), hit.tolist(), strict=True):
+                because = reasons[user].setdefault(ids[j], [])
                 if supports[at] not in because:
                     because.append(supports[at])
-        sims = None  # (items, queries): cosine x share, every query at once
-        for source in ("interest", "session"):  # each as its generator scores
-            mine = [j for j, q in enumerate(queries) if q.source == source]
-            if not mine or source not in column:
-                continue
-            rows = empty(source)
-            unsearched = [j for j in mine if not queries[j].search]  # they offered nothing: they score every item
-            if rows.size or unsearched:
-                if sims is None:
-                    shares = np.array([q.share for q in queries], dtype=np.float32)
-                    sims = (offers.vectors @ np.stack([q.vector for q in queries]).T) * shares
-                col = column[source]
-                if unsearched:
-                    hit = np.flatnonzero(~unscored[:, col])
-                    other = sims[np.ix_(hit, unsearched)].max(axis=1).astype(np.float64)
-                    scores[hit, col] = np.maximum(scores[hit, col], other)
-                best = sims[:, mine].max(axis=1)[rows].astype(np.float64)
-                keep = best > 0
-                scores[rows[keep], col] = best[keep]
+        self._cross_score_queries(batch, opened, plans, unscored, column)
         model = self.sequence
-        if model is not None and plan.user is not None and "sequence" in column:
-            rows = empty("sequence")
-            if rows.size:
-                at = {ids[j]: j for j in rows.tolist()}  # the offers carry the text vectors already
-                embedded = model.embed(list(at), lambda unknown: offers.vectors[[at[i] for i in unknown]])
-                scores[rows, column["sequence"]] = np.exp((embedded @ plan.user).astype(np.float64) - plan.best)
+        if model is not None and "sequence" in column:
+            col = column["sequence"]
+            for u, plan in enumerate(plans):
+                if plan.user is None or not opened[u, col]:
+                    continue
+                lo, hi = batch.span(u)
+                rows = lo + np.flatnonzero(unscored[lo:hi, col])
+                if rows.size:
+                    at = {ids[j]: j for j in rows.tolist()}  # the offers carry the text vectors already
+                    embedded = model.embed(list(at), lambda unknown: batch.vectors[[at[i] for i in unknown]])
+                    scores[rows, col] = np.exp((embedded @ plan.user).astype(np.float64) - plan.best)
+
+    @staticmethod
+    def _cross_score_queries(batch: OfferBatch, opened: np.ndarray, plans: Sequence[_Plan], unscored: np.ndarray,
+                             column: dict[str, int]) -> None:
+        """The interest and session columns of :meth:`_cross_score`: each item's cosine with
+        the user's queries of that source times their shares (a product per user, the rest
+        for the batch). A query that did not search scores every item: the ones its column
+        already holds keep the larger figure."""
+        width = max((len(plan.queries) for plan in plans), default=0)
+        if not width or not ({"interest", "session"} & column.keys()):
+            return
+        scores, seg = batch.scores, batch.seg
+        sims = np.full((seg.size, width), -np.inf, dtype=np.float32)  # cosine x share; -inf: no such query
+        kind = np.zeros((len(plans), width), dtype=np.int8)  # 1 interest, 2 session, 0 none
+        searched = np.zeros((len(plans), width), dtype=bool)
+        for u, plan in enumerate(plans):
+            queries = plan.queries
+            if not queries:
+                continue
+            lo, hi = batch.span(u)
+            shares = np.array([q.share for q in queries], dtype=np.float32)
+            sims[lo:hi, :len(queries)] = (batch.vectors[lo:hi] @ np.stack([q.vector for q in queries]).T) * shares
+            kind[u, :len(queries)] = [1 if q.source == "interest" else 2 for q in queries]
+            searched[u, :len(queries)] = [q.search for q in queries]
+        for code, source in ((1, "interest"), (2, "session")):
+            if source not in column:
+                continue
+            col = column[source]
+            mine = kind == code
+            users = opened[:, col] & mine.any(axis=1)
+            unsearched = mine & ~searched  # they offered nothing: they score every item
+            hit = np.flatnonzero(~unscored[:, col] & (users & unsearched.any(axis=1))[seg])
+            if hit.size:
+                other = np.where(unsearched[seg[hit]], sims[hit], -np.inf).max(axis=1).astype(np.float64)
+                scores[hit, col] = np.maximum(scores[hit, col], other)
+            rows = np.flatnonzero(unscored[:, col] & users[seg])
+            best = np.where(mine[seg[rows]], sims[rows], -np.inf).max(axis=1).astype(np.float64)
+            keep = best > 0
+            scores[rows[keep], col] = best[keep]
 
 
 #: The steps of :meth:`Recommender.recommend_batch`, as its ``timings`` name them.
@@ -651,28 +694,54 @@ class _OfferTable:
                 if because not in reasons:
                     reasons.append(because)
 
-    def items(self, catalog: ItemCatalog) -> tuple[list[str], np.ndarray]:
-        """The offered items the catalog knows (it is the truth; the index only mirrors it),
-        and their vectors; the others are dropped."""
-        ids = list(self._order)
+    @staticmethod
+    def stack(tables: Sequence[_OfferTable],
+              catalog: ItemCatalog) -> tuple[OfferBatch | None, np.ndarray, list[int]]:
+        """The tables' offers of items the catalog knows (it is the truth; the index only mirrors
+        it: the others are dropped), stacked with their vectors (one gather for the batch); which
+        columns each user's generators opened (users x columns); and the tables with any offer
+        left, in order: the batch's users. None and no users when no table has one."""
+        ids: list[str] = []
+        sizes: list[int] = []
+        for table in tables:
+            ids.extend(table._order)
+            sizes.append(len(table._order))
         rows = catalog.rows(ids, len(ids))
         if (rows < 0).any():
-            ids = [i for i, row in zip(ids, rows.tolist(), strict=True) if row >= 0]
-            rows = rows[rows >= 0]
-            self._order = dict.fromkeys(ids)
-            for column in self._columns.values():
-                for item_id in [i for i in column if i not in self._order]:
-                    del column[item_id]
+            known = rows >= 0
+            ids = [i for i, ok in zip(ids, known.tolist(), strict=True) if ok]
+            sizes = np.bincount(np.repeat(np.arange(len(tables)), sizes)[known], minlength=len(tables)).tolist()
+            rows = rows[known]
         if not ids:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        return ids, catalog.vectors(rows)
+            return None, np.zeros((0, 0), dtype=bool), []
+        live = [t for t, n in enumerate(sizes) if n]
+        counts = [sizes[t] for t in live]
+        seg = np.repeat(np.arange(len(live)), counts)
+        starts = np.zeros(len(live), dtype=np.intp)
+        starts[1:] = np.cumsum(counts[:-1])
+        users = [tables[t] for t in live]
+        names = sorted({source for table in users for source in table._columns})
+        column = {source: c for c, source in enumerate(names)}
+        opened = np.zeros((len(users), len(names)), dtype=bool)
+        at: list[int] = []  # every offer's row, column and score, scattered at once
+        cols: list[int] = []
+        values: list[float] = []
+        for u, (table, lo, n) in enumerate(zip(users, starts.tolist(), counts, strict=True)):
+            row = {item_id: lo + j for j, item_id in enumerate(ids[lo:lo + n])}
+            for source, offered in table._columns.items():
+                opened[u, column[source]] = True
+                at.extend([row.get(i, -1) for i in offered])  # -1: an item the catalog dropped
+                cols.extend([column[source]] * len(offered))
+                values.extend(offered.values())
+        scores = np.full((len(ids), len(names)), np.nan)
+        kept = np.asarray(at, dtype=np.intp)
+        keep = kept >= 0
+        scores[kept[keep], np.asarray(cols, dtype=np.intp)[keep]] = np.asarray(values, dtype=np.float64)[keep]
+        batch = OfferBatch(ids=ids, vectors=catalog.vectors(rows), dim=catalog.dim, names=names, scores=scores,
+                           seg=seg, starts=starts, reasons=[table._reasons for table in users])
+        return batch, opened, live
 
-    def offers(self, ids: list[str], vectors: np.ndarray) -> Offers:
-        sources = list(self._columns)
-        scores = np.full((len(ids), len(sources)), np.nan)
-        row = {item_id: j for j, item_id in enumerate(ids)}
-        for col, source in enumerate(sources):
-            column = self._columns[source]
-            if column:
-                scores[[row[i] for i in column], col] = list(column.values())
-        return Offers(item_ids=ids, vectors=vectors, sources=sources, scores=scores, reasons=self._reasons)
+
+#: What a user with no offer is offered.
+_NO_OFFERS = Offers(item_ids=[], vectors=np.zeros((0, 0), dtype=np.float32), sources=[],
+                    scores=np.zeros((0, 0)), reasons=MappingProxyType({}))

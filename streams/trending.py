@@ -123,13 +123,18 @@ class Trending:
         log = self._log.get(item_id)
         return 0.0 if log is None else score_at(log, now_s, self.params.half_life_s)
 
-    def scores(self, item_ids: Sequence[str], now_s: float) -> np.ndarray:
-        """:meth:`score` of each item (0.0 when unknown), as one float64 array.
+    def scores(self, item_ids: Sequence[str], now_s: float | Sequence[float]) -> np.ndarray:
+        """:meth:`score` of each item (0.0 when unknown), as one float64 array; ``now_s`` is
+        one time for all, or each item's own (a batch of users, each at their own time).
 
         Python's power, as :func:`score_at` (numpy's ``exp2`` differs in the last bit for
         one value in twenty, and ranking must not depend on which of the two asked)."""
-        shift, log = now_s / self.params.half_life_s, self._log.get
-        return np.array([2.0 ** min(log(i, -math.inf) - shift, 1000.0) for i in item_ids], dtype=np.float64)
+        h, log = self.params.half_life_s, self._log.get
+        if isinstance(now_s, (int, float)):
+            shift = now_s / h
+            return np.array([2.0 ** min(log(i, -math.inf) - shift, 1000.0) for i in item_ids], dtype=np.float64)
+        return np.array([2.0 ** min(log(i, -math.inf) - now / h, 1000.0) for i, now in zip(item_ids, now_s, strict=True)],
+                        dtype=np.float64)
 
     def top(
         self, now_s: float, n: int, exclude: Container[str] = _NO_EXCLUDE

@@ -180,6 +180,23 @@ def test_a_batch_ranks_every_user_as_one_request_would():
 
 
 
+def test_an_item_only_the_index_still_holds_is_offered_to_no_user_of_a_batch():
+    """The catalogue is the truth: an item it dropped, still in the index and the crowd's
+    counts, is offered to nobody, and the batch still ranks each user as alone."""
+    rec = _recommender(topics=("space", "cook"), per_topic=6)
+    states = {}
+    for n, (user, item) in enumerate([("a", "space-0"), ("b", "space-1"), ("a", "space-2"), ("c", "cook-0"),
+                                      ("b", "space-3"), ("c", "cook-1"), ("d", "cook-2")]):
+        states[user] = rec.observe(states.get(user), _click(user, item, NOW + n))
+    rec.catalog.remove("space-4")  # the index and the counts still know it
+    assert "space-4" in {hit.item_id for hit in rec.index.search(rec.catalog.vector("space-5"), 12)}
+    requests = [Request(states[u], NOW + 10) for u in sorted(states)]
+    batch = rec.recommend_batch(requests, record_exposure=False)
+    assert batch == [rec.recommend(r.state, r.now_s, record_exposure=False) for r in requests]
+    assert all(batch) and "space-4" not in {item.item_id for ranked in batch for item in ranked}
+    assert "space-4" not in rec.candidates(states["a"], NOW + 10).item_ids
+
+
 def test_a_timed_batch_says_where_its_time_went_and_ranks_as_an_untimed_one():
     rec = _recommender()
     alice = rec.observe(None, _click("alice", "space-0", NOW))
