@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,9 @@ def rank_hits(
     ``candidates`` should hold ``k + len(exclude)`` entries so that ``k`` survive.
     """
     kept = [(item_id, score) for item_id, score in candidates if item_id not in exclude]
-    kept.sort(key=lambda pair: (-pair[1], pair[0]))
+    # (score desc, item_id asc) as two stable sorts on C-level keys: no key tuple per hit
+    kept.sort(key=itemgetter(0))
+    kept.sort(key=itemgetter(1), reverse=True)  # reverse keeps equal scores in id order
     return [Hit(item_id, float(score)) for item_id, score in kept[:k]]
 
 

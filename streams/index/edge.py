@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -312,7 +312,14 @@ class QdrantEdgeIndex:
             params=params,
         )
 
-    def _pairs(self, points: Sequence[qe.ScoredPoint]) -> Iterator[tuple[str, float]]:
+    def _pairs(self, points: Sequence[qe.ScoredPoint]) -> Iterable[tuple[str, float]]:
+        names = self._item_ids
+        try:
+            return [(names[point.id], point.score) for point in points]
+        except KeyError:  # a point this process did not write (a reopened shard)
+            return list(self._learned_pairs(points))
+
+    def _learned_pairs(self, points: Sequence[qe.ScoredPoint]) -> Iterator[tuple[str, float]]:
         names = self._item_ids
         scored = [(point.id, names.get(point.id), point.score) for point in points]
         if any(item_id is None for _, item_id, _ in scored):
