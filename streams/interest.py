@@ -48,6 +48,7 @@ Pure: no clock reads, no I/O, no faust/Kafka/Qdrant imports.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -284,12 +285,17 @@ def _to_bytes(v: np.ndarray) -> bytes:
     return v.astype(_F16).tobytes()
 
 
+@functools.lru_cache(maxsize=4_096)
 def _from_bytes(raw: bytes, half: bool) -> np.ndarray:
     """A stored unit vector as float32, scaled back to unit length (float16 rounding moves
-    the norm by up to ~5e-4, and a query's cosines would move with it)."""
+    the norm by up to ~5e-4, and a query's cosines would move with it). Read-only, and
+    cached: a click decodes its user's vectors when it is applied and again when the user
+    is ranked, and a batch's users' vectors (~6 each) fit the cache many times over."""
     v = np.frombuffer(raw, dtype=_F16 if half else _F32).astype(np.float32)
     norm = float(np.sqrt(v @ v))
-    return v / norm if norm > 0.0 else v
+    out = v / norm if norm > 0.0 else v
+    out.flags.writeable = False
+    return out
 
 
 def _dim(raw: bytes, half: bool) -> int:
@@ -490,13 +496,10 @@ def active_interests(
         ``[(unit float32 centroid (dim,), decayed weight), ...]`` with weights >=
         ``min_weight``, descending; ties keep creation order.
     """
-    out = [
-        (i.vector, decay(i.weight, i.updated_s, now_s, params.interest_half_life_s))
-        for i in state.interests
-    ]
-    out = [(v, w) for v, w in out if w >= params.min_weight]
-    out.sort(key=lambda vw: -vw[1])  # stable: creation order breaks ties
-    return out if max_n is None else out[:max_n]
+    weighted = [(i, decay(i.weight, i.updated_s, now_s, params.interest_half_life_s)) for i in state.interests]
+    weighted = [(i, w) for i, w in weighted if w >= params.min_weight]
+    weighted.sort(key=lambda iw: -iw[1])  # stable: creation order breaks ties
+    return [(i.vector, w) for i, w in (weighted if max_n is None else weighted[:max_n])]
 
 
 def session_vector(
