@@ -207,7 +207,10 @@ def forgotten(user_id: str, at_s: float) -> UserState:
     Clicks and forgets travel on different topics, so a click made before the forget can be
     processed after it (and a replay reads the old clicks again): :func:`update_interest`
     ignores every event dated at or before ``at_s``, so none of them brings the user back.
+    The cache of decoded vectors may still hold the user's: it is emptied too (it refills
+    within a batch).
     """
+    _from_bytes.cache_clear()
     return UserState(user_id=user_id, forgotten_at_s=at_s)
 
 

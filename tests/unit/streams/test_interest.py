@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.interest import (
+    _from_bytes,
     EVENT_WEIGHTS,
     InterestParams,
     StateDecodeError,
@@ -311,6 +312,14 @@ def test_a_forgotten_user_is_not_brought_back_by_clicks_from_before_the_forget()
     assert after.forgotten_at_s == T0 + 10, "the fence outlives the next click"
     assert apply(after, [("i01", T0 + 5, 1.0, True)]) is after
     assert decode_state(encode_state(after)) == after
+
+
+def test_a_forget_leaves_no_decoded_vector_of_the_user_in_memory():
+    state = apply(None, [("i00", T0, 1.0, True), ("i01", T0 + 1, 1.0, True)])
+    active_interests(state, T0 + 2, PARAMS)  # decodes (and caches) the user's vectors
+    assert _from_bytes.cache_info().currsize > 0
+    forgotten("u1", T0 + 10)
+    assert _from_bytes.cache_info().currsize == 0
 
 
 def _f32(raw: bytes) -> bytes:
