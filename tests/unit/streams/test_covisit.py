@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.covisit import CoScores, CovisitCounts, CovisitParams
+from streams.covisit import CoScores, CovisitCounts, CovisitParams, lookup_batch
 
 T0 = 1_700_000_000.0
 H = 3_600.0
@@ -212,6 +213,15 @@ def test_a_batch_scores_each_user_as_alone(sessions, normalise, users):
         assert len(together) == len(alone)
         assert together.top(20) == alone.top(20)
         assert lookup(together, probe) == lookup(alone, probe)
+    # every user's probes in one search, users interleaved (the last one, given a batch of
+    # several, without scores), against each user's own lookup
+    users_scores = [*batch[:-1], None] if len(batch) > 1 else batch
+    owners = np.array([u for _ in probe for u in range(len(batch))])
+    wanted = [item for item in probe for _ in batch]
+    values, because = lookup_batch(users_scores, owners, wanted)
+    for j, (u, item) in enumerate(zip(owners.tolist(), wanted, strict=True)):
+        own = None if users_scores[u] is None else lookup(users_scores[u], [item])[0]
+        assert (None if because[j] is None else (float(values[j]), because[j])) == own
 
 
 def test_bad_modes_are_config_errors():
