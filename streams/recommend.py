@@ -105,6 +105,10 @@ class RecommenderParams:
     # clicks, NDCG@10: 0.0966 with two searches and with one (cold items 0.0199 / 0.0198).
     max_interest_queries: int = 2
     interest_searches: int = 1  # + the session: 2 HNSW queries per click
+    # A query this close (cosine) to a searching one of the same user does not search: it
+    # would find the same items, and it still scores every offer. A user's first click makes
+    # the session vector the interest's (and so do clicks that all land in one interest).
+    repeat_query_cosine: float = 0.999
     exposure_half_life_s: float = 3_600.0
     cross_score: bool = True
     # Learn the blend from the stream (streams.learned): refit every this many answered
@@ -647,7 +651,8 @@ class _Query:
 
 def _vector_queries(state: UserState, now_s: float, p: RecommenderParams) -> list[_Query]:
     """The strongest interests and the session vector, as queries: every one scores the
-    offers (:meth:`Recommender._cross_score`), the searching ones also offer their ANN hits."""
+    offers (:meth:`Recommender._cross_score`), the searching ones also offer their ANN hits
+    (the strongest ``interest_searches`` interests, and the session unless it repeats one)."""
     interests = active_interests(state, now_s, p.interest, max_n=p.max_interest_queries)
     session = session_vector(state, now_s, p.interest)
     weights = [w for _, w in interests] + ([session[1]] if session is not None else [])
@@ -656,7 +661,9 @@ def _vector_queries(state: UserState, now_s: float, p: RecommenderParams) -> lis
     top_w = max(weights)
     queries = [_Query(v, "interest", w / top_w, n < p.interest_searches) for n, (v, w) in enumerate(interests)]
     if session is not None:
-        queries.append(_Query(session[0], "session", 1.0))
+        vector = session[0]
+        repeat = any(float(vector @ q.vector) >= p.repeat_query_cosine for q in queries if q.search)
+        queries.append(_Query(vector, "session", 1.0, search=not repeat))
     return queries
 
 
