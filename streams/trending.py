@@ -133,8 +133,8 @@ class Trending:
         if isinstance(now_s, (int, float)):
             shift = now_s / h
             return np.array([2.0 ** min(log(i, -math.inf) - shift, 1000.0) for i in item_ids], dtype=np.float64)
-        return np.array([2.0 ** min(log(i, -math.inf) - now / h, 1000.0) for i, now in zip(item_ids, now_s, strict=True)],
-                        dtype=np.float64)
+        return np.array([2.0 ** min(log(i, -math.inf) - now / h, 1000.0)
+                         for i, now in zip(item_ids, now_s, strict=True)], dtype=np.float64)
 
     def top(
         self, now_s: float, n: int, exclude: Container[str] = _NO_EXCLUDE

@@ -167,8 +167,8 @@ def test_a_batch_ranks_every_user_as_one_request_would():
         user = f"u{int(rng.integers(0, 25))}"
         states[user] = rec.observe(states.get(user), _click(user, items[int(rng.integers(0, len(items)))], NOW + n))
     users = sorted(states)
-    requests = [Request(states[u], NOW + 400, frozenset({items[0]}) if n % 3 == 0 else frozenset())
-                for n, u in enumerate(users)]
+    requests = [Request(states[u], NOW + 400 + 600 * n, frozenset({items[0]}) if n % 3 == 0 else frozenset())
+                for n, u in enumerate(users)]  # each at their own time, as a worker ranks them
     requests.append(Request(None, NOW + 400))  # a user never seen: trending only
     one_by_one = [rec.recommend(r.state, r.now_s, exclude=r.exclude) for r in requests]
     batch = rec.recommend_batch(requests)
