@@ -211,7 +211,9 @@ class _Row:
     def __len__(self) -> int:
         return self.n
 
-    def add(self, b: int, log_w: float) -> None:
+    def add(self, b: int, log_w: float, keep: int) -> None:
+        """Count ``b`` once more; past ``2 * keep`` neighbours, keep the ``keep`` strongest
+        (pruning when the row doubles is amortised O(log M) per add)."""
         j = self.slots.get(b)
         if j is None:
             j = self.slots[b] = self.n
@@ -221,6 +223,8 @@ class _Row:
             self.nb[j] = b
             self.logs[j] = log_w
             self.n += 1
+            if self.n > 2 * keep:
+                self.keep_strongest(keep)
         else:
             self.logs[j] = log2_add(self.logs.item(j), log_w)
 
@@ -318,16 +322,10 @@ class CovisitCounts:
             row = rows.get(a)
             if row is None:
                 row = rows[a] = _Row()
-            row.add(b, log_w)
-            if row.n > 2 * m:
-                row.keep_strongest(m)
+            row.add(b, log_w, m)
             if row_b is None:
-                row_b = rows.get(b)
-                if row_b is None:
-                    row_b = rows[b] = _Row()
-            row_b.add(a, log_w)
-            if row_b.n > 2 * m:
-                row_b.keep_strongest(m)
+                row_b = rows.setdefault(b, _Row())
+            row_b.add(a, log_w, m)
 
     def neighbours(self, item_id: str, now_s: float, n: int) -> list[tuple[str, float]]:
         """The item's strongest co-visited items.
