@@ -319,6 +319,13 @@ class OfferBatch:
     starts: np.ndarray  # (users,) each user's first row; every user has at least one row
     reasons: Sequence[Mapping[str, list[str]]]  # per user: item_id -> the generators' own reasons
 
+    @staticmethod
+    def segments(sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``seg`` and ``starts`` for users of these sizes (rows each, every one at least one)."""
+        starts = np.zeros(len(sizes), dtype=np.intp)
+        starts[1:] = np.cumsum(sizes[:-1])
+        return np.repeat(np.arange(len(sizes)), sizes), starts
+
     def span(self, user: int) -> tuple[int, int]:
         """The user's rows: ``[start, end)``."""
         start = int(self.starts[user])
@@ -336,9 +343,9 @@ def _stack(requests: Sequence[RankRequest], live: Sequence[int]) -> OfferBatch:
     offers = [requests[b].offers for b in live]
     names = sorted({name for o in offers for name in o.sources})
     column = {name: c for c, name in enumerate(names)}
-    sizes = np.array([len(o.item_ids) for o in offers])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
-    scores = np.full((int(sizes.sum()), len(names)), np.nan)
+    sizes = [len(o.item_ids) for o in offers]
+    seg, starts = OfferBatch.segments(sizes)
+    scores = np.full((seg.size, len(names)), np.nan)
     ids: list[str] = []
     for o, start in zip(offers, starts.tolist(), strict=True):
         scores[start:start + len(o.item_ids), [column[name] for name in o.sources]] = o.scores
@@ -350,7 +357,6 @@ def _stack(requests: Sequence[RankRequest], live: Sequence[int]) -> OfferBatch:
     vectors = np.concatenate([
         o.vectors if o.vectors.ndim == 2 and o.vectors.shape[1] == dim else np.zeros((len(o.item_ids), dim))
         for o in offers]).astype(np.float32, copy=False)
-    seg = np.repeat(np.arange(len(offers)), sizes)
     return OfferBatch(ids=ids, vectors=vectors, dim=dim, names=names, scores=scores, seg=seg, starts=starts,
                       reasons=[o.reasons for o in offers])
 

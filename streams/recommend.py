@@ -723,9 +723,7 @@ class _OfferTable:
             return None, np.zeros((0, 0), dtype=bool), []
         live = [t for t, n in enumerate(sizes) if n]
         counts = [sizes[t] for t in live]
-        seg = np.repeat(np.arange(len(live)), counts)
-        starts = np.zeros(len(live), dtype=np.intp)
-        starts[1:] = np.cumsum(counts[:-1])
+        seg, starts = OfferBatch.segments(counts)
         users = [tables[t] for t in live]
         names = sorted({source for table in users for source in table._columns})
         column = {source: c for c, source in enumerate(names)}
